@@ -1,0 +1,852 @@
+//! [`DualQueue`]: the lock-free dual queue of Scherer & Scott, "Nonblocking
+//! concurrent data structures with condition synchronization" (DISC 2004),
+//! built on the Michael & Scott queue, with the timeouts and cancellation of
+//! Scherer, Lea & Scott's synchronous queues (PPoPP 2006). Memory is reclaimed
+//! with `crossbeam-epoch`.
+//!
+//! # Shape
+//!
+//! `head` points at a dummy node; the nodes after it are all data or all
+//! reservations (live or dead), never a mix. `tail` points at the last node or
+//! the one before it (it lags by at most one, as in Michael & Scott).
+//!
+//! * `push` on a queue of reservations hands its value to the oldest live one
+//!   (`head.next`) by one CAS on that reservation's slot while it is still
+//!   linked ([`Slot::fulfil`]), then helps move `head` onto it. Otherwise it
+//!   appends a data node.
+//! * `pop` on a queue of data moves `head` onto the first data node and takes
+//!   its value (that node becomes the dummy). Otherwise it appends a
+//!   reservation, unpins, and waits on the reservation's slot.
+//!
+//! # A node's `next` word
+//!
+//! | `next`                 | meaning                                                    | set by |
+//! |------------------------|------------------------------------------------------------|--------|
+//! | null                   | last node, open                                            | construction |
+//! | null + `SEAL`          | last node, queue closed: nothing can be appended           | `close` (CAS from null) |
+//! | `n`                    | linked to `n`                                              | append (CAS from null); unlink (CAS from the removed node) |
+//! | `n` + `MARK` (frozen)  | this node is leaving the list; `next` never changes again  | head advance onto a reservation, or a sweep removing this cancelled node (CAS from `n`) |
+//!
+//! A node leaves the list in exactly one of two ways, and whoever performs
+//! that step retires it (exactly once):
+//! 1. `head` moves past it (CAS on `head`; the winner retires the old dummy);
+//! 2. a sweep unlinks a cancelled reservation `c` from its predecessor `p`
+//!    (CAS `p.next: c -> c.next`, the winner retires `c`).
+//!
+//! Before either step the leaving node's `next` is frozen whenever its
+//! successor is a reservation (data nodes are never unlinked from the middle,
+//! so a dummy followed by data needs no freeze). The CAS in (2) expects an
+//! unmarked `p.next`, so it fails if `p` is itself leaving; hence a successful
+//! unlink always removes `c` from the live list, and a removed node can never
+//! be re-linked. A sweep never unlinks the last or second-to-last node, so
+//! `tail` (which is one of those two) never points at a retired node; those
+//! two are left to a later sweep or to `head`. Memory therefore stays flat
+//! under any number of timeouts: at most two cancelled nodes linger.
+//!
+//! # Closing
+//!
+//! `close` seals the last node's `next` (so no node can be appended), stores
+//! `closed`, issues `fence(SeqCst)`, and closes every waiting reservation. Its
+//! linearization point is the first store of `closed`; every operation that
+//! fails because it met the seal stores `closed` (and fences) itself before
+//! returning, so none can report "closed" earlier. A push that is fulfilling
+//! a reservation checks `closed` after its claim (see [`crate::slot`]).
+//!
+//! # Memory of a reservation
+//!
+//! A reservation node has two references: the list's (released by a deferred
+//! function when the node is retired) and the waiter's (released when the wait
+//! ends). The waiter holds no epoch guard while it waits; its reference keeps
+//! the slot alive. A producer touches the slot only while pinned, when the
+//! list's reference is still held, so unparking after the `FULFILLED` store
+//! is safe even if the waiter has already returned and let go.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
+use crate::slot::{Fulfil, Slot, WaitOutcome};
+use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
+use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
+
+/// Tag on a non-null `next`: the node is leaving the list (frozen).
+const MARK: usize = 1;
+/// Tag on a null `next`: the queue is closed; nothing can be appended.
+const SEAL: usize = 2;
+
+struct Node<T> {
+    next: Atomic<Node<T>>,
+    /// 1 for data nodes (the list's), 2 for reservations (list + waiter).
+    refs: AtomicUsize,
+    slot: Slot<T>,
+}
+
+impl<T> Node<T> {
+    fn new(slot: Slot<T>) -> Owned<Self> {
+        let refs = if slot.is_reservation() { 2 } else { 1 };
+        Owned::new(Node { next: Atomic::null(), refs: AtomicUsize::new(refs), slot })
+    }
+
+    /// Drops one reference; the last one frees the node. Never drops a value:
+    /// whoever takes a value moves it out first.
+    ///
+    /// # Safety
+    ///
+    /// `node` came from `Node::new`, the caller owns one of its references,
+    /// and no one will touch the node through that reference again.
+    unsafe fn release(node: *const Node<T>) {
+        // SAFETY: the caller's reference keeps the node alive until here.
+        let refs = unsafe { &(*node).refs };
+        // Release: our last accesses happen-before the free; pairs with the
+        // Acquire fence below, run by whoever drops the last reference.
+        if refs.fetch_sub(1, Ordering::Release) == 1 {
+            fence(Ordering::Acquire);
+            // SAFETY: that was the last reference; the node came from `Owned::new`.
+            drop(unsafe { Owned::from_raw(node as *mut Node<T>) });
+        }
+    }
+
+    /// Whether this is a reservation that is no longer waiting.
+    fn is_dead_reservation(&self) -> bool {
+        self.slot.is_reservation() && !self.slot.is_waiting()
+    }
+}
+
+/// Hands the list's reference of a node that just left the list to the epoch
+/// collector.
+///
+/// # Safety
+///
+/// The caller won the CAS that removed `node` from the list (head advance or
+/// unlink), so this runs once per node, and no new reference can be created.
+unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
+    let raw = node.as_raw() as usize;
+    // SAFETY: threads pinned now may still read the node; the deferred
+    // release runs only after they unpin. The closure drops no `T` (values
+    // are moved out before a node leaves), so running it after the queue (and
+    // any borrow in `T`) is gone is fine.
+    unsafe { guard.defer_unchecked(move || Node::release(raw as *const Node<T>)) }
+}
+
+/// A value that is either still in hand or already inside a data node
+/// allocated for an append that has not succeeded yet.
+enum Pending<T> {
+    Value(T),
+    Node(Owned<Node<T>>),
+}
+
+impl<T> Pending<T> {
+    fn into_value(self) -> T {
+        match self {
+            Pending::Value(value) => value,
+            // SAFETY: the node was never linked, so its value is still there
+            // and we own it alone; the node is then freed without the value.
+            Pending::Node(node) => unsafe { node.slot.take_data() },
+        }
+    }
+
+    fn into_node(self) -> Owned<Node<T>> {
+        match self {
+            Pending::Value(value) => Node::new(Slot::data(value)),
+            Pending::Node(node) => node,
+        }
+    }
+}
+
+/// The result of one attempt to take a value or link a reservation.
+enum Step<T> {
+    Taken(T),
+    Empty,
+    Closed,
+    /// A reservation is linked; `first` if nothing was in line before it.
+    Linked { node: *const Node<T>, first: bool },
+}
+
+/// A lock-free, unbounded, multi-producer multi-consumer FIFO **dual** queue.
+///
+/// [`pop`](Self::pop) on an empty queue links a reservation and waits;
+/// [`push`](Self::push) hands its value to the oldest waiting reservation
+/// directly. Values come out in FIFO order, and waiting consumers are served
+/// in the order they started waiting.
+///
+/// # Examples
+///
+/// ```
+/// use dualq::DualQueue;
+/// use std::sync::Arc;
+/// use std::thread;
+///
+/// let q = Arc::new(DualQueue::new());
+/// let consumer = {
+///     let q = Arc::clone(&q);
+///     thread::spawn(move || q.pop().unwrap()) // waits: the queue is empty
+/// };
+/// q.push("hello").unwrap(); // handed straight to the waiting consumer
+/// assert_eq!(consumer.join().unwrap(), "hello");
+/// ```
+pub struct DualQueue<T> {
+    head: CachePadded<Atomic<Node<T>>>,
+    tail: CachePadded<Atomic<Node<T>>>,
+    /// Set (first) by the close's linearization point; see the module docs.
+    closed: CachePadded<AtomicBool>,
+    _marker: PhantomData<T>,
+}
+
+// SAFETY: values of type `T` move between threads through the queue, which is
+// all `T: Send` permits; every shared access goes through atomics or a slot
+// protocol that gives each value one owner at a time.
+unsafe impl<T: Send> Send for DualQueue<T> {}
+// SAFETY: as above; `&DualQueue` only lets a thread push (send) or pop (take
+// ownership of) values, never share a `&T`.
+unsafe impl<T: Send> Sync for DualQueue<T> {}
+
+impl<T> DualQueue<T> {
+    /// Creates an empty, open queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::<u64>::new();
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        let dummy = Node::new(Slot::taken());
+        // SAFETY: the queue is not shared yet; the guard is only used to turn
+        // the fresh node into a pointer.
+        let dummy = dummy.into_shared(unsafe { epoch::unprotected() });
+        DualQueue {
+            head: CachePadded::new(Atomic::from(dummy)),
+            tail: CachePadded::new(Atomic::from(dummy)),
+            closed: CachePadded::new(AtomicBool::new(false)),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Pushes `value`: hands it to the oldest waiting consumer if there is
+    /// one, otherwise stores it at the back. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`] with the value if the queue is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::new();
+    /// q.push(1).unwrap();
+    /// assert_eq!(q.try_pop(), Ok(1));
+    /// ```
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        // Acquire: pairs with the Release store in `note_closed`/`close`.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError(value));
+        }
+        let guard = &epoch::pin();
+        let mut pending = Pending::Value(value);
+        loop {
+            let head = self.head.load(Ordering::Acquire, guard);
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            // SAFETY: `head` and `tail` never point at a retired node while we
+            // are pinned (a node is retired only after it leaves the list).
+            let (head_ref, tail_ref) = unsafe { (head.deref(), tail.deref()) };
+
+            if head == tail || !tail_ref.slot.is_reservation() {
+                // No reservations: append a data node after `tail`.
+                let next = tail_ref.next.load(Ordering::Acquire, guard);
+                if tail != self.tail.load(Ordering::Acquire, guard) {
+                    continue;
+                }
+                if !next.with_tag(0).is_null() {
+                    self.advance_tail(tail, guard);
+                    continue;
+                }
+                if next.tag() & SEAL != 0 {
+                    self.note_closed();
+                    return Err(PushError(pending.into_value()));
+                }
+                // Release: publishes the node's contents; pairs with the
+                // Acquire loads of `next`.
+                match tail_ref.next.compare_exchange(
+                    Shared::null(),
+                    pending.into_node(),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                ) {
+                    Ok(node) => {
+                        let _ = self.tail.compare_exchange(
+                            tail,
+                            node,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                            guard,
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => pending = Pending::Node(e.new),
+                }
+            } else {
+                // Reservations are queued: fulfil the oldest one.
+                let first = head_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+                if head != self.head.load(Ordering::Acquire, guard) || first.is_null() {
+                    continue;
+                }
+                // SAFETY: reached from `head` while pinned.
+                let first_ref = unsafe { first.deref() };
+                if !first_ref.slot.is_reservation() {
+                    continue; // stale snapshot: the queue changed mode
+                }
+                match first_ref.slot.fulfil(pending.into_value(), &self.closed) {
+                    Fulfil::Delivered => {
+                        self.advance_head(head, guard);
+                        return Ok(());
+                    }
+                    Fulfil::Closed(value) => {
+                        self.advance_head(head, guard);
+                        return Err(PushError(value));
+                    }
+                    Fulfil::NotWaiting(value) => {
+                        // Dead at the front: help remove it, then retry.
+                        pending = Pending::Value(value);
+                        self.advance_head(head, guard);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the oldest value, waiting for one if the queue is empty.
+    ///
+    /// Waiting consumers are served in the order they started waiting. The
+    /// thread spins briefly if it is first in line, then parks; it holds no
+    /// epoch guard and uses no CPU while parked.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError`] if the queue is closed and no value is stored (values
+    /// stored before the close are still drained first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::new();
+    /// q.push(1).unwrap();
+    /// q.close();
+    /// assert_eq!(q.pop(), Ok(1));
+    /// assert!(q.pop().is_err());
+    /// ```
+    pub fn pop(&self) -> Result<T, PopError> {
+        self.pop_until(None).map_err(|_| PopError)
+    }
+
+    /// Takes the oldest value if there is one. Never blocks and never leaves
+    /// a reservation behind.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPopError::Empty`] if no value is stored, [`TryPopError::Closed`]
+    /// if additionally the queue is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::{DualQueue, TryPopError};
+    ///
+    /// let q = DualQueue::new();
+    /// assert_eq!(q.try_pop(), Err(TryPopError::Empty));
+    /// q.push(5).unwrap();
+    /// assert_eq!(q.try_pop(), Ok(5));
+    /// ```
+    pub fn try_pop(&self) -> Result<T, TryPopError> {
+        let guard = &epoch::pin();
+        match self.take_or_link(false, &mut None, guard) {
+            Step::Taken(value) => Ok(value),
+            Step::Empty => Err(TryPopError::Empty),
+            Step::Closed => Err(TryPopError::Closed),
+            Step::Linked { .. } => unreachable!("try_pop never links"),
+        }
+    }
+
+    /// Like [`pop`](Self::pop), but gives up after `timeout`.
+    ///
+    /// A zero timeout behaves like [`try_pop`](Self::try_pop); a timeout too
+    /// large to represent as an [`Instant`] waits for ever. A consumer whose
+    /// timeout races a push that already handed it a value returns the value.
+    ///
+    /// # Errors
+    ///
+    /// [`PopTimeoutError::Timeout`] if no value came in time (the reservation
+    /// is cancelled and unlinked), [`PopTimeoutError::Closed`] if the queue is
+    /// closed and empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::{DualQueue, PopTimeoutError};
+    /// use std::time::Duration;
+    ///
+    /// let q = DualQueue::<i32>::new();
+    /// assert_eq!(q.pop_timeout(Duration::from_millis(5)), Err(PopTimeoutError::Timeout));
+    /// ```
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopTimeoutError> {
+        // `None` (overflow) means a deadline beyond any clock: wait for ever.
+        self.pop_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`pop`](Self::pop), but gives up at `deadline`. A deadline in the
+    /// past behaves like [`try_pop`](Self::try_pop).
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::DualQueue;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let q = DualQueue::new();
+    /// q.push(3).unwrap();
+    /// assert_eq!(q.pop_deadline(Instant::now() + Duration::from_secs(1)), Ok(3));
+    /// ```
+    pub fn pop_deadline(&self, deadline: Instant) -> Result<T, PopTimeoutError> {
+        self.pop_until(Some(deadline))
+    }
+
+    /// Closes the queue: wakes every waiting consumer, makes later pushes
+    /// fail (handing their values back), and lets pops drain what is stored
+    /// before they report closed. Returns `true` if this call closed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::<u8>::new();
+    /// assert!(q.close());
+    /// assert!(!q.close());
+    /// assert!(q.is_closed());
+    /// ```
+    pub fn close(&self) -> bool {
+        let guard = &epoch::pin();
+        let sealed_here = loop {
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            // SAFETY: `tail` is never retired while we are pinned.
+            let tail_ref = unsafe { tail.deref() };
+            let next = tail_ref.next.load(Ordering::Acquire, guard);
+            if next.tag() & SEAL != 0 {
+                break false;
+            }
+            if !next.with_tag(0).is_null() {
+                self.advance_tail(tail, guard);
+                continue;
+            }
+            // Relaxed: the seal publishes nothing; its effect is the CAS
+            // failure it causes for appenders.
+            if tail_ref
+                .next
+                .compare_exchange(
+                    Shared::null(),
+                    Shared::null().with_tag(SEAL),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    guard,
+                )
+                .is_ok()
+            {
+                break true;
+            }
+        };
+        self.note_closed();
+        // Wake every reservation still waiting. All were linked before the
+        // seal, so all are reachable from `head`.
+        let mut node = self.head.load(Ordering::Acquire, guard);
+        while !node.is_null() {
+            // SAFETY: reached from `head` while pinned.
+            let node_ref = unsafe { node.deref() };
+            node_ref.slot.close_reservation();
+            node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+        }
+        sealed_here
+    }
+
+    /// Whether the queue is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::<u8>::new();
+    /// assert!(!q.is_closed());
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release store in `note_closed`.
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether no value is stored (a snapshot; O(1)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::new();
+    /// assert!(q.is_empty());
+    /// q.push(1).unwrap();
+    /// assert!(!q.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        let guard = &epoch::pin();
+        let head = self.head.load(Ordering::Acquire, guard);
+        // SAFETY: `head` is never retired while we are pinned.
+        let first = unsafe { head.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        // SAFETY: reached from `head` while pinned.
+        unsafe { first.as_ref() }.map_or(true, |node| node.slot.is_reservation())
+    }
+
+    /// The number of stored values: a snapshot that walks the queue, so it
+    /// costs O(n) and may be stale when it returns under concurrent use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::new();
+    /// q.push('a').unwrap();
+    /// q.push('b').unwrap();
+    /// assert_eq!(q.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.count(|slot| !slot.is_reservation())
+    }
+
+    /// The number of consumers waiting right now: a snapshot that walks the
+    /// queue (O(waiters)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::<u8>::new();
+    /// assert_eq!(q.waiting_consumers(), 0);
+    /// ```
+    pub fn waiting_consumers(&self) -> usize {
+        self.count(|slot| slot.is_reservation() && slot.is_waiting())
+    }
+
+    fn count(&self, counts: impl Fn(&Slot<T>) -> bool) -> usize {
+        let guard = &epoch::pin();
+        let head = self.head.load(Ordering::Acquire, guard);
+        // SAFETY: `head` is never retired while we are pinned.
+        let mut node = unsafe { head.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        let mut n = 0;
+        // SAFETY: every node is reached from `head` while pinned.
+        while let Some(node_ref) = unsafe { node.as_ref() } {
+            n += usize::from(counts(&node_ref.slot));
+            node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+        }
+        n
+    }
+
+    /// The blocking pop with an optional deadline.
+    fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
+        let expired = deadline.is_some_and(|d| Instant::now() >= d);
+        let mut reservation = None;
+        let (node, first) = {
+            let guard = &epoch::pin();
+            match self.take_or_link(!expired, &mut reservation, guard) {
+                Step::Taken(value) => return Ok(value),
+                Step::Empty => return Err(PopTimeoutError::Timeout),
+                Step::Closed => return Err(PopTimeoutError::Closed),
+                Step::Linked { node, first } => (node, first),
+            }
+            // The guard is dropped here: never hold it while waiting.
+        };
+        // SAFETY: we hold the waiter's reference to the linked node.
+        let slot = unsafe { &(*node).slot };
+        let result = match slot.wait(deadline, first) {
+            WaitOutcome::Value(value) => Ok(value),
+            WaitOutcome::Closed => Err(PopTimeoutError::Closed),
+            WaitOutcome::Cancelled => {
+                self.sweep(&epoch::pin());
+                Err(PopTimeoutError::Timeout)
+            }
+        };
+        // SAFETY: the wait is over; this is the waiter's reference.
+        unsafe { Node::release(node) };
+        result
+    }
+
+    /// One pop attempt: takes the oldest value, or reports empty/closed, or
+    /// (if `link`) links a reservation for the caller to wait on.
+    fn take_or_link(&self, link: bool, reservation: &mut Option<Owned<Node<T>>>, guard: &Guard) -> Step<T> {
+        let mut saw_closed = false;
+        loop {
+            let head = self.head.load(Ordering::Acquire, guard);
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            // SAFETY: never retired while we are pinned.
+            let (head_ref, tail_ref) = unsafe { (head.deref(), tail.deref()) };
+            let first = head_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+
+            if head == tail || tail_ref.slot.is_reservation() {
+                // No data. Help remove a dead reservation at the front, so
+                // that timed-out consumers alone cannot pile up nodes.
+                // SAFETY: reached from `head` while pinned.
+                if let Some(first_ref) = unsafe { first.as_ref() } {
+                    if first_ref.is_dead_reservation() {
+                        self.advance_head(head, guard);
+                        continue;
+                    }
+                }
+                if !link {
+                    if saw_closed {
+                        return Step::Closed; // empty after `closed` was set
+                    }
+                    // SeqCst: orders the emptiness we just saw before the
+                    // `closed` load; pairs with the fence in `note_closed`.
+                    fence(Ordering::SeqCst);
+                    if self.closed.load(Ordering::Relaxed) {
+                        saw_closed = true; // look once more: it is final now
+                        continue;
+                    }
+                    return Step::Empty;
+                }
+                let next = tail_ref.next.load(Ordering::Acquire, guard);
+                if tail != self.tail.load(Ordering::Acquire, guard) {
+                    continue;
+                }
+                if !next.with_tag(0).is_null() {
+                    self.advance_tail(tail, guard);
+                    continue;
+                }
+                if next.tag() & SEAL != 0 {
+                    self.note_closed();
+                    return Step::Closed;
+                }
+                let node = reservation.take().unwrap_or_else(|| Node::new(Slot::reservation()));
+                // Release: publishes the node; pairs with Acquire loads of `next`.
+                match tail_ref.next.compare_exchange(
+                    Shared::null(),
+                    node,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                ) {
+                    Ok(node) => {
+                        let _ = self.tail.compare_exchange(
+                            tail,
+                            node,
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                            guard,
+                        );
+                        return Step::Linked { node: node.as_raw(), first: head == tail };
+                    }
+                    Err(e) => *reservation = Some(e.new),
+                }
+            } else {
+                // Data: move `head` onto the first data node and take its value.
+                // SAFETY: reached from `head` while pinned.
+                let Some(first_ref) = (unsafe { first.as_ref() }) else { continue };
+                if first_ref.slot.is_reservation() || head != self.head.load(Ordering::Acquire, guard) {
+                    continue; // stale snapshot
+                }
+                if self.advance_head(head, guard) {
+                    // SAFETY: our head CAS moved `head` onto `first` (whose
+                    // `next` never changes while it holds data), so we are its
+                    // only taker; it was published by its append (Release)
+                    // and our Acquire load of `head.next`.
+                    return Step::Taken(unsafe { first_ref.slot.take_data() });
+                }
+            }
+        }
+    }
+
+    /// Helps move `tail` from `tail` to its successor.
+    fn advance_tail(&self, tail: Shared<'_, Node<T>>, guard: &Guard) {
+        // SAFETY: never retired while we are pinned.
+        let next = unsafe { tail.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        if !next.is_null() {
+            let _ = self.tail.compare_exchange(tail, next, Ordering::Release, Ordering::Relaxed, guard);
+        }
+    }
+
+    /// Moves `head` from the dummy `head` onto its successor, first freezing
+    /// the dummy's `next` if the successor is a reservation (module docs).
+    /// Returns `true` if this call moved it (and retired the old dummy).
+    fn advance_head(&self, head: Shared<'_, Node<T>>, guard: &Guard) -> bool {
+        // SAFETY: `head` was loaded from `self.head` while pinned.
+        let head_ref = unsafe { head.deref() };
+        let mut next = head_ref.next.load(Ordering::Acquire, guard);
+        loop {
+            if next.with_tag(0).is_null() {
+                return false;
+            }
+            // SAFETY: reached from `head` while pinned.
+            let needs_freeze = unsafe { next.deref() }.slot.is_reservation();
+            if next.tag() & MARK != 0 || !needs_freeze {
+                break;
+            }
+            // AcqRel: the freeze orders against sweeps' CAS on this word.
+            match head_ref.next.compare_exchange(
+                next,
+                next.with_tag(MARK),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                guard,
+            ) {
+                Ok(_) => break,
+                Err(e) => next = e.current,
+            }
+        }
+        let next = next.with_tag(0);
+        // Never let `head` pass `tail`: move `tail` first.
+        if self.tail.load(Ordering::Acquire, guard) == head {
+            let _ = self.tail.compare_exchange(head, next, Ordering::Release, Ordering::Relaxed, guard);
+        }
+        // AcqRel: Release publishes nothing new but keeps our prior accesses
+        // to the dummy before its retirement; Acquire pairs with other movers.
+        if self
+            .head
+            .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
+            .is_ok()
+        {
+            // SAFETY: we won the CAS that removed `head` from the list.
+            unsafe { retire(guard, head) };
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Removes cancelled reservations: those right after the dummy by moving
+    /// `head`, the others by unlinking (module docs). Leaves the last two
+    /// nodes in place.
+    fn sweep(&self, guard: &Guard) {
+        'restart: loop {
+            let head = self.head.load(Ordering::Acquire, guard);
+            // SAFETY: never retired while we are pinned.
+            let head_next = unsafe { head.deref() }.next.load(Ordering::Acquire, guard);
+            // SAFETY: reached from `head` while pinned.
+            let Some(first) = (unsafe { head_next.with_tag(0).as_ref() }) else { return };
+            if head_next.tag() & MARK != 0 || first.is_dead_reservation() {
+                self.advance_head(head, guard);
+                continue 'restart;
+            }
+            let mut pred = head_next.with_tag(0);
+            // SAFETY: reached from `head` while pinned (each step below too).
+            let mut cur = unsafe { pred.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+            while let Some(cur_ref) = unsafe { cur.as_ref() } {
+                let next = cur_ref.next.load(Ordering::Acquire, guard);
+                let frozen = next.tag() & MARK != 0;
+                if !frozen && !cur_ref.slot.is_cancelled() {
+                    pred = cur;
+                    cur = next.with_tag(0);
+                    continue;
+                }
+                if next.with_tag(0).is_null() {
+                    return; // `cur` is last: it stays until something follows it
+                }
+                // Freeze `cur.next` so nothing can be unlinked after it.
+                if !frozen
+                    && cur_ref
+                        .next
+                        .compare_exchange(next, next.with_tag(MARK), Ordering::AcqRel, Ordering::Acquire, guard)
+                        .is_err()
+                {
+                    continue; // `cur.next` changed; look at `cur` again
+                }
+                let succ = next.with_tag(0);
+                // SAFETY: reached from `head` while pinned.
+                let succ_next = unsafe { succ.deref() }.next.load(Ordering::Acquire, guard);
+                if succ_next.with_tag(0).is_null() {
+                    return; // `cur` is second to last: `tail` may point at it
+                }
+                // AcqRel: fails if `pred` is itself leaving (its `next` frozen).
+                match unsafe { pred.deref() }.next.compare_exchange(
+                    cur,
+                    succ,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    guard,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: we won the CAS that unlinked `cur`.
+                        unsafe { retire(guard, cur) };
+                        cur = succ;
+                    }
+                    Err(_) => continue 'restart,
+                }
+            }
+            return;
+        }
+    }
+
+    /// Stores `closed` after seeing the seal, before reporting "closed", so no
+    /// operation reports it ahead of the close's linearization point.
+    fn note_closed(&self) {
+        // Release: pairs with the Acquire loads in `push` and `is_closed`.
+        self.closed.store(true, Ordering::Release);
+        // SeqCst: the Dekker fence against `Slot::fulfil` and `try_pop`.
+        fence(Ordering::SeqCst);
+    }
+}
+
+impl<T> Drop for DualQueue<T> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no other thread can touch the queue, and no
+        // waiter remains (waiters borrow the queue).
+        let guard = unsafe { epoch::unprotected() };
+        let head = self.head.load(Ordering::Relaxed, guard);
+        // SAFETY: as above; the dummy's value is already gone.
+        let mut rest = Chain { next: unsafe { head.deref() }.next.load(Ordering::Relaxed, guard).as_raw() };
+        // SAFETY: the list's reference to the dummy.
+        unsafe { Node::release(head.as_raw()) };
+        // If a value's `drop` panics, unwinding drops `rest`, which frees the
+        // remaining nodes and values; a second panic aborts, as in `Vec`.
+        while let Some(value) = rest.pop() {
+            drop(value);
+        }
+    }
+}
+
+/// The nodes after the dummy of a queue being dropped.
+struct Chain<T> {
+    next: *const Node<T>,
+}
+
+impl<T> Chain<T> {
+    /// Frees the next node; returns its value, if it is a datum.
+    fn pop(&mut self) -> Option<Option<T>> {
+        let node = self.next; // `as_raw` already stripped the tag bits
+        if node.is_null() {
+            return None;
+        }
+        // SAFETY: the queue is being dropped; this is the list's reference
+        // to a node still in the list, and no waiter holds the other one.
+        unsafe {
+            self.next = (*node).next.load(Ordering::Relaxed, epoch::unprotected()).as_raw();
+            let value = (!(*node).slot.is_reservation()).then(|| (*node).slot.take_data());
+            Node::release(node);
+            Some(value)
+        }
+    }
+}
+
+impl<T> Drop for Chain<T> {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
+    }
+}
+
+impl<T> Default for DualQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for DualQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("DualQueue { .. }")
+    }
+}
