@@ -1,1 +1,63 @@
-fn main() {}
+//! Criterion benches for the workloads of BENCHMARKS.md (all but `mem`, which
+//! `cargo run --release --example race` measures): one group per workload,
+//! `dualq` and every peer that can run it in the same group.
+//!
+//! Times are per op: per message, per round trip for `pingpong`, per
+//! pop+push pair for `pool`. Each iteration is one op; a sample runs the
+//! workload in chunks of at most its BENCHMARKS.md size (so memory stays
+//! bounded), and every chunk checks that what was received equals what was
+//! sent. Thread spawning is outside the measured time.
+//!
+//! Defaults keep `cargo bench` to a few minutes: 10 samples, 1 s warm-up,
+//! 3 s measurement per benchmark (criterion's command-line options such as
+//! `--measurement-time` override them). Run one group with e.g.
+//! `cargo bench --bench handoff -- pingpong`.
+//!
+//! `DUALQ_BENCH_THREADS` replaces the 8 of mpmc-8x8, fanout-1x8 and
+//! pool-8t-2obj by a list of thread counts, for a scaling curve on a big
+//! machine: `DUALQ_BENCH_THREADS=2,4,8,16,32 cargo bench --bench handoff`
+//! runs mpmc-TxT, fanout-1xT and pool-Tt-2obj for each T.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+mod common;
+
+use common::{contenders, threads_from_env, workloads};
+
+fn handoff(c: &mut Criterion) {
+    let threads = threads_from_env("DUALQ_BENCH_THREADS");
+    for workload in workloads(&threads) {
+        let mut group = c.benchmark_group(workload.name());
+        for contender in contenders() {
+            if !(contender.supports)(&workload) {
+                continue;
+            }
+            group.bench_function(contender.name, |b| {
+                b.iter_custom(|ops| {
+                    let chunk = workload.full_ops();
+                    let mut left = ops;
+                    let mut total = Duration::ZERO;
+                    while left > 0 {
+                        let n = left.min(chunk);
+                        total += (contender.run)(&workload, n);
+                        left -= n;
+                    }
+                    total
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = handoff
+}
+criterion_main!(benches);

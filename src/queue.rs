@@ -87,7 +87,11 @@ struct Node<T> {
 impl<T> Node<T> {
     fn new(slot: Slot<T>) -> Owned<Self> {
         let refs = if slot.is_reservation() { 2 } else { 1 };
-        Owned::new(Node { next: Atomic::null(), refs: AtomicUsize::new(refs), slot })
+        Owned::new(Node {
+            next: Atomic::null(),
+            refs: AtomicUsize::new(refs),
+            slot,
+        })
     }
 
     /// Drops one reference; the last one frees the node. Never drops a value:
@@ -162,7 +166,10 @@ enum Step<T> {
     Empty,
     Closed,
     /// A reservation is linked; `first` if nothing was in line before it.
-    Linked { node: *const Node<T>, first: bool },
+    Linked {
+        node: *const Node<T>,
+        first: bool,
+    },
 }
 
 /// A lock-free, unbounded, multi-producer multi-consumer FIFO **dual** queue.
@@ -501,7 +508,10 @@ impl<T> DualQueue<T> {
         let guard = &epoch::pin();
         let head = self.head.load(Ordering::Acquire, guard);
         // SAFETY: `head` is never retired while we are pinned.
-        let first = unsafe { head.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        let first = unsafe { head.deref() }
+            .next
+            .load(Ordering::Acquire, guard)
+            .with_tag(0);
         // SAFETY: reached from `head` while pinned.
         unsafe { first.as_ref() }.map_or(true, |node| node.slot.is_reservation())
     }
@@ -538,7 +548,10 @@ impl<T> DualQueue<T> {
         let guard = &epoch::pin();
         let head = self.head.load(Ordering::Acquire, guard);
         // SAFETY: `head` is never retired while we are pinned.
-        let mut node = unsafe { head.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        let mut node = unsafe { head.deref() }
+            .next
+            .load(Ordering::Acquire, guard)
+            .with_tag(0);
         let mut n = 0;
         // SAFETY: every node is reached from `head` while pinned.
         while let Some(node_ref) = unsafe { node.as_ref() } {
@@ -579,7 +592,12 @@ impl<T> DualQueue<T> {
 
     /// One pop attempt: takes the oldest value, or reports empty/closed, or
     /// (if `link`) links a reservation for the caller to wait on.
-    fn take_or_link(&self, link: bool, reservation: &mut Option<Owned<Node<T>>>, guard: &Guard) -> Step<T> {
+    fn take_or_link(
+        &self,
+        link: bool,
+        reservation: &mut Option<Owned<Node<T>>>,
+        guard: &Guard,
+    ) -> Step<T> {
         let mut saw_closed = false;
         loop {
             let head = self.head.load(Ordering::Acquire, guard);
@@ -623,7 +641,9 @@ impl<T> DualQueue<T> {
                     self.note_closed();
                     return Step::Closed;
                 }
-                let node = reservation.take().unwrap_or_else(|| Node::new(Slot::reservation()));
+                let node = reservation
+                    .take()
+                    .unwrap_or_else(|| Node::new(Slot::reservation()));
                 // Release: publishes the node; pairs with Acquire loads of `next`.
                 match tail_ref.next.compare_exchange(
                     Shared::null(),
@@ -640,15 +660,22 @@ impl<T> DualQueue<T> {
                             Ordering::Relaxed,
                             guard,
                         );
-                        return Step::Linked { node: node.as_raw(), first: head == tail };
+                        return Step::Linked {
+                            node: node.as_raw(),
+                            first: head == tail,
+                        };
                     }
                     Err(e) => *reservation = Some(e.new),
                 }
             } else {
                 // Data: move `head` onto the first data node and take its value.
                 // SAFETY: reached from `head` while pinned.
-                let Some(first_ref) = (unsafe { first.as_ref() }) else { continue };
-                if first_ref.slot.is_reservation() || head != self.head.load(Ordering::Acquire, guard) {
+                let Some(first_ref) = (unsafe { first.as_ref() }) else {
+                    continue;
+                };
+                if first_ref.slot.is_reservation()
+                    || head != self.head.load(Ordering::Acquire, guard)
+                {
                     continue; // stale snapshot
                 }
                 if self.advance_head(head, guard) {
@@ -665,9 +692,14 @@ impl<T> DualQueue<T> {
     /// Helps move `tail` from `tail` to its successor.
     fn advance_tail(&self, tail: Shared<'_, Node<T>>, guard: &Guard) {
         // SAFETY: never retired while we are pinned.
-        let next = unsafe { tail.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+        let next = unsafe { tail.deref() }
+            .next
+            .load(Ordering::Acquire, guard)
+            .with_tag(0);
         if !next.is_null() {
-            let _ = self.tail.compare_exchange(tail, next, Ordering::Release, Ordering::Relaxed, guard);
+            let _ =
+                self.tail
+                    .compare_exchange(tail, next, Ordering::Release, Ordering::Relaxed, guard);
         }
     }
 
@@ -702,7 +734,9 @@ impl<T> DualQueue<T> {
         let next = next.with_tag(0);
         // Never let `head` pass `tail`: move `tail` first.
         if self.tail.load(Ordering::Acquire, guard) == head {
-            let _ = self.tail.compare_exchange(head, next, Ordering::Release, Ordering::Relaxed, guard);
+            let _ =
+                self.tail
+                    .compare_exchange(head, next, Ordering::Release, Ordering::Relaxed, guard);
         }
         // AcqRel: Release publishes nothing new but keeps our prior accesses
         // to the dummy before its retirement; Acquire pairs with other movers.
@@ -728,14 +762,19 @@ impl<T> DualQueue<T> {
             // SAFETY: never retired while we are pinned.
             let head_next = unsafe { head.deref() }.next.load(Ordering::Acquire, guard);
             // SAFETY: reached from `head` while pinned.
-            let Some(first) = (unsafe { head_next.with_tag(0).as_ref() }) else { return };
+            let Some(first) = (unsafe { head_next.with_tag(0).as_ref() }) else {
+                return;
+            };
             if head_next.tag() & MARK != 0 || first.is_dead_reservation() {
                 self.advance_head(head, guard);
                 continue 'restart;
             }
             let mut pred = head_next.with_tag(0);
             // SAFETY: reached from `head` while pinned (each step below too).
-            let mut cur = unsafe { pred.deref() }.next.load(Ordering::Acquire, guard).with_tag(0);
+            let mut cur = unsafe { pred.deref() }
+                .next
+                .load(Ordering::Acquire, guard)
+                .with_tag(0);
             while let Some(cur_ref) = unsafe { cur.as_ref() } {
                 let next = cur_ref.next.load(Ordering::Acquire, guard);
                 let frozen = next.tag() & MARK != 0;
@@ -751,7 +790,13 @@ impl<T> DualQueue<T> {
                 if !frozen
                     && cur_ref
                         .next
-                        .compare_exchange(next, next.with_tag(MARK), Ordering::AcqRel, Ordering::Acquire, guard)
+                        .compare_exchange(
+                            next,
+                            next.with_tag(MARK),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                            guard,
+                        )
                         .is_err()
                 {
                     continue; // `cur.next` changed; look at `cur` again
@@ -799,7 +844,12 @@ impl<T> Drop for DualQueue<T> {
         let guard = unsafe { epoch::unprotected() };
         let head = self.head.load(Ordering::Relaxed, guard);
         // SAFETY: as above; the dummy's value is already gone.
-        let mut rest = Chain { next: unsafe { head.deref() }.next.load(Ordering::Relaxed, guard).as_raw() };
+        let mut rest = Chain {
+            next: unsafe { head.deref() }
+                .next
+                .load(Ordering::Relaxed, guard)
+                .as_raw(),
+        };
         // SAFETY: the list's reference to the dummy.
         unsafe { Node::release(head.as_raw()) };
         // If a value's `drop` panics, unwinding drops `rest`, which frees the
@@ -825,7 +875,10 @@ impl<T> Chain<T> {
         // SAFETY: the queue is being dropped; this is the list's reference
         // to a node still in the list, and no waiter holds the other one.
         unsafe {
-            self.next = (*node).next.load(Ordering::Relaxed, epoch::unprotected()).as_raw();
+            self.next = (*node)
+                .next
+                .load(Ordering::Relaxed, epoch::unprotected())
+                .as_raw();
             let value = (!(*node).slot.is_reservation()).then(|| (*node).slot.take_data());
             Node::release(node);
             Some(value)

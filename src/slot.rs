@@ -41,7 +41,9 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::time::Instant;
 
-use crate::sync::{current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, Thread, UnsafeCell};
+use crate::sync::{
+    current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, Thread, UnsafeCell,
+};
 
 const DATA: usize = 0;
 const WAITING: usize = 1;
@@ -167,7 +169,8 @@ impl<T> Slot<T> {
         }
         // SAFETY: we won WAITING -> BUSY, so we are the only writer, and the
         // waiter reads only after it sees FULFILLED (state table, `BUSY`).
-        self.value.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+        self.value
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Release: publishes the value; pairs with the Acquire load in `wait`.
         self.state.store(FULFILLED, Ordering::Release);
         self.unpark();
@@ -228,7 +231,12 @@ impl<T> Slot<T> {
                         // and read its value.
                         if self
                             .state
-                            .compare_exchange(WAITING, CANCELLED, Ordering::Relaxed, Ordering::Acquire)
+                            .compare_exchange(
+                                WAITING,
+                                CANCELLED,
+                                Ordering::Relaxed,
+                                Ordering::Acquire,
+                            )
                             .is_ok()
                         {
                             return WaitOutcome::Cancelled;

@@ -1,0 +1,644 @@
+//! The workloads of BENCHMARKS.md, written once and shared by
+//! `benches/handoff.rs` (criterion) and `examples/race.rs` (a quick table).
+//!
+//! Every run checks what it received against what was sent and panics on a
+//! mismatch, so a fast wrong answer cannot pass as a fast right one.
+//!
+//! Timing starts when every thread has been spawned and has reached a barrier,
+//! and ends when the last one has been joined, so thread creation is not
+//! measured (thread exit is, equally for every structure).
+
+// Each including target uses a different subset of this module.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dualq::DualQueue;
+
+/// One structure under test, seen as a channel: producers hold `Tx`,
+/// consumers hold `Rx`. Shared structures use an `Arc` for both.
+pub trait Queue: 'static {
+    const NAME: &'static str;
+    /// Whether `Rx` may be shared by several consumers (false for std mpsc).
+    const MULTI_CONSUMER: bool;
+    type Tx: Clone + Send + 'static;
+    type Rx: Send + 'static;
+
+    fn channel() -> (Self::Tx, Self::Rx);
+    fn send(tx: &Self::Tx, value: u64);
+    /// Blocking receive; `None` once the structure is closed and drained.
+    fn recv(rx: &Self::Rx) -> Option<u64>;
+    /// Only called when `MULTI_CONSUMER` is true.
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx;
+    /// Ends the stream. Called with the last sender handle once every other
+    /// sender is gone, so channels disconnect by dropping it.
+    fn close(tx: Self::Tx);
+}
+
+pub struct Dual;
+
+impl Queue for Dual {
+    const NAME: &'static str = "dualq";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = Arc<DualQueue<u64>>;
+    type Rx = Arc<DualQueue<u64>>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        let q = Arc::new(DualQueue::new());
+        (Arc::clone(&q), q)
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.push(value).expect("push on an open queue");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.pop().ok()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        Arc::clone(rx)
+    }
+    fn close(tx: Self::Tx) {
+        // A shared queue does not notice its handles going away: close it.
+        tx.close();
+    }
+}
+
+pub struct Crossbeam;
+
+impl Queue for Crossbeam {
+    const NAME: &'static str = "crossbeam";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = crossbeam_channel::Sender<u64>;
+    type Rx = crossbeam_channel::Receiver<u64>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        crossbeam_channel::unbounded()
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.send(value).expect("send on a connected channel");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        rx.clone()
+    }
+    fn close(tx: Self::Tx) {
+        drop(tx);
+    }
+}
+
+pub struct Flume;
+
+impl Queue for Flume {
+    const NAME: &'static str = "flume";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = flume::Sender<u64>;
+    type Rx = flume::Receiver<u64>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        flume::unbounded()
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.send(value).expect("send on a connected channel");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        rx.clone()
+    }
+    fn close(tx: Self::Tx) {
+        drop(tx);
+    }
+}
+
+pub struct Kanal;
+
+impl Queue for Kanal {
+    const NAME: &'static str = "kanal";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = kanal::Sender<u64>;
+    type Rx = kanal::Receiver<u64>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        kanal::unbounded()
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.send(value).expect("send on a connected channel");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        rx.clone()
+    }
+    fn close(tx: Self::Tx) {
+        drop(tx);
+    }
+}
+
+pub struct StdMpsc;
+
+impl Queue for StdMpsc {
+    const NAME: &'static str = "std-mpsc";
+    const MULTI_CONSUMER: bool = false;
+    type Tx = mpsc::Sender<u64>;
+    type Rx = mpsc::Receiver<u64>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        mpsc::channel()
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.send(value).expect("send on a connected channel");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.recv().ok()
+    }
+    fn clone_rx(_: &Self::Rx) -> Self::Rx {
+        unreachable!("std mpsc has a single consumer; MULTI_CONSUMER is false")
+    }
+    fn close(tx: Self::Tx) {
+        drop(tx);
+    }
+}
+
+/// The obvious blocking queue: a `VecDeque` behind a mutex, a condition
+/// variable for waiting consumers, and a flag for closing.
+#[derive(Default)]
+pub struct LockedQueue {
+    state: Mutex<LockedState>,
+    not_empty: Condvar,
+}
+
+#[derive(Default)]
+struct LockedState {
+    values: VecDeque<u64>,
+    closed: bool,
+}
+
+impl LockedQueue {
+    pub fn push(&self, value: u64) {
+        self.state.lock().unwrap().values.push_back(value);
+        // Notify after unlocking so the woken consumer does not block on the
+        // mutex we still hold.
+        self.not_empty.notify_one();
+    }
+
+    pub fn pop(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if let Some(value) = state.values.pop_front() {
+                return Some(value);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.not_empty.wait(state).unwrap();
+        }
+    }
+
+    pub fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.not_empty.notify_all();
+    }
+}
+
+pub struct MutexCondvar;
+
+impl Queue for MutexCondvar {
+    const NAME: &'static str = "mutex+condvar";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = Arc<LockedQueue>;
+    type Rx = Arc<LockedQueue>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        let q = Arc::new(LockedQueue::default());
+        (Arc::clone(&q), q)
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.push(value);
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.pop()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        Arc::clone(rx)
+    }
+    fn close(tx: Self::Tx) {
+        tx.close();
+    }
+}
+
+/// A workload of BENCHMARKS.md, with its thread counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// `producers` push values 1..=n between them; `consumers` pop until the
+    /// structure is closed. Covers spsc, mpsc, mpmc and fanout.
+    Flow { producers: usize, consumers: usize },
+    /// Two threads, two structures; each side pops then pushes. One op is a
+    /// round trip.
+    PingPong,
+    /// `threads` threads share `tokens` tokens in one structure; one op is a
+    /// pop of a token and a push of it back.
+    Pool { threads: usize, tokens: usize },
+}
+
+impl Workload {
+    pub fn name(&self) -> String {
+        match *self {
+            Workload::Flow {
+                producers: 1,
+                consumers: 1,
+            } => "spsc".into(),
+            Workload::Flow {
+                producers: 1,
+                consumers,
+            } => format!("fanout-1x{consumers}"),
+            Workload::Flow {
+                producers,
+                consumers: 1,
+            } => format!("mpsc-{producers}x1"),
+            Workload::Flow {
+                producers,
+                consumers,
+            } => format!("mpmc-{producers}x{consumers}"),
+            Workload::PingPong => "pingpong".into(),
+            Workload::Pool { threads, tokens } => format!("pool-{threads}t-{tokens}obj"),
+        }
+    }
+
+    /// Ops per run in BENCHMARKS.md (values, round trips, or pop+push pairs
+    /// over all threads).
+    pub fn full_ops(&self) -> u64 {
+        match *self {
+            Workload::Flow {
+                producers: 1,
+                consumers,
+            } if consumers > 1 => 400_000,
+            Workload::Flow { .. } => 1_000_000,
+            Workload::PingPong => 100_000,
+            Workload::Pool { threads, .. } => 50_000 * threads as u64,
+        }
+    }
+
+    /// What one op is, for table headers.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Workload::Flow { .. } => "ns/msg",
+            Workload::PingPong => "ns/round trip",
+            Workload::Pool { .. } => "ns/(pop+push)",
+        }
+    }
+
+    fn needs_multi_consumer(&self) -> bool {
+        match *self {
+            Workload::Flow { consumers, .. } => consumers > 1,
+            Workload::PingPong => false,
+            // The pool threads and the final drain each hold a receiver.
+            Workload::Pool { .. } => true,
+        }
+    }
+
+    /// Whether `Q` can run this workload at all.
+    pub fn supports<Q: Queue>(&self) -> bool {
+        Q::MULTI_CONSUMER || !self.needs_multi_consumer()
+    }
+
+    /// Runs `ops` ops of this workload on `Q`, checks the result, and returns
+    /// the measured time. Panics if the result is wrong or `Q` does not
+    /// support the workload.
+    pub fn run<Q: Queue>(&self, ops: u64) -> Duration {
+        assert!(
+            self.supports::<Q>(),
+            "{} cannot run {}",
+            Q::NAME,
+            self.name()
+        );
+        match *self {
+            Workload::Flow {
+                producers,
+                consumers,
+            } => flow::<Q>(producers, consumers, ops),
+            Workload::PingPong => pingpong::<Q>(ops),
+            Workload::Pool { threads, tokens } => pool::<Q>(threads, tokens, ops),
+        }
+    }
+}
+
+/// The workloads of BENCHMARKS.md (without mem), with `threads` in place of
+/// the 8 of mpmc-8x8, fanout-1x8 and pool-8t-2obj for each entry of
+/// `threads` (the default is `[8]`).
+pub fn workloads(threads: &[usize]) -> Vec<Workload> {
+    let mut all = vec![
+        Workload::Flow {
+            producers: 1,
+            consumers: 1,
+        },
+        Workload::Flow {
+            producers: 4,
+            consumers: 1,
+        },
+        Workload::Flow {
+            producers: 2,
+            consumers: 2,
+        },
+    ];
+    for &t in threads {
+        let t = t.max(1);
+        all.push(Workload::Flow {
+            producers: t,
+            consumers: t,
+        });
+    }
+    for &t in threads {
+        all.push(Workload::Flow {
+            producers: 1,
+            consumers: t.max(2),
+        });
+    }
+    all.push(Workload::PingPong);
+    for &t in threads {
+        all.push(Workload::Pool {
+            threads: t.max(1),
+            tokens: 2,
+        });
+    }
+    // A thread count of 2 makes mpmc-TxT repeat mpmc-2x2.
+    let mut seen = Vec::new();
+    all.retain(|w| {
+        let fresh = !seen.contains(w);
+        seen.push(*w);
+        fresh
+    });
+    all
+}
+
+/// Parses a thread-count list such as `8` or `2,4,8,16` from the environment
+/// variable `var`; `[8]` (BENCHMARKS.md) if unset.
+pub fn threads_from_env(var: &str) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(s) => {
+            let list: Vec<usize> = s
+                .split(',')
+                .map(|t| {
+                    t.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{var}={s}: expected a list like 2,4,8"))
+                })
+                .collect();
+            assert!(
+                list.iter().all(|&t| t > 0),
+                "{var}={s}: thread counts must be positive"
+            );
+            list
+        }
+        Err(_) => vec![8],
+    }
+}
+
+/// A function running one workload on one structure: the shape the criterion
+/// bench and the race table iterate over.
+pub type Runner = fn(&Workload, u64) -> Duration;
+
+pub struct Contender {
+    pub name: &'static str,
+    pub supports: fn(&Workload) -> bool,
+    pub run: Runner,
+    /// The mem workload: see [`mem`].
+    pub mem: fn(u64, fn() -> i64) -> i64,
+}
+
+fn contender<Q: Queue>() -> Contender {
+    Contender {
+        name: Q::NAME,
+        supports: |w| w.supports::<Q>(),
+        run: |w, ops| w.run::<Q>(ops),
+        mem: mem::<Q>,
+    }
+}
+
+/// Stores `1..=n` in a fresh structure and returns how much `live_bytes`
+/// (a heap-usage counter the caller provides) grew, from before the
+/// structure was created to when it holds all `n` values. Then drains it and
+/// checks every value came back.
+fn mem<Q: Queue>(n: u64, live_bytes: fn() -> i64) -> i64 {
+    let before = live_bytes();
+    let (tx, rx) = Q::channel();
+    for v in 1..=n {
+        Q::send(&tx, v);
+    }
+    let grown = live_bytes() - before;
+    let left = drain::<Q>(tx, &rx);
+    assert_eq!(
+        left.len() as u64,
+        n,
+        "{}: mem got back {} values, {n} stored",
+        Q::NAME,
+        left.len()
+    );
+    assert_eq!(
+        left.iter().sum::<u64>(),
+        n * (n + 1) / 2,
+        "{}: mem got back the wrong sum",
+        Q::NAME
+    );
+    grown
+}
+
+/// dualq first, then the peers of BENCHMARKS.md.
+pub fn contenders() -> Vec<Contender> {
+    vec![
+        contender::<Dual>(),
+        contender::<Crossbeam>(),
+        contender::<Flume>(),
+        contender::<Kanal>(),
+        contender::<StdMpsc>(),
+        contender::<MutexCondvar>(),
+    ]
+}
+
+/// Spawns one thread per job and releases them together; joins the first
+/// `first` of them, calls `between` (still timed: closing a structure is part
+/// of the work), joins the rest, and returns the time from release to the
+/// last join with the jobs' results.
+fn timed<R: Send + 'static>(
+    jobs: Vec<Box<dyn FnOnce() -> R + Send>>,
+    first: usize,
+    between: impl FnOnce(),
+) -> (Duration, Vec<R>) {
+    let barrier = Arc::new(Barrier::new(jobs.len() + 1));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let (barrier, ready) = (Arc::clone(&barrier), Arc::clone(&ready));
+            thread::spawn(move || {
+                ready.fetch_add(1, Ordering::Relaxed);
+                barrier.wait();
+                job()
+            })
+        })
+        .collect();
+    // Start the clock only once every thread is at the barrier, so that
+    // ours is the arrival that releases them. Reading the clock after our
+    // own `wait` instead would miss work done while we were descheduled:
+    // with more threads than cores, a whole short run can fit in that gap.
+    while ready.load(Ordering::Relaxed) < handles.len() {
+        thread::yield_now();
+    }
+    let start = Instant::now();
+    barrier.wait();
+    let mut handles = handles.into_iter();
+    let mut results: Vec<R> = handles
+        .by_ref()
+        .take(first)
+        .map(|h| h.join().expect("worker panicked"))
+        .collect();
+    between();
+    results.extend(handles.map(|h| h.join().expect("worker panicked")));
+    (start.elapsed(), results)
+}
+
+/// Splits `1..=n` into `parts` contiguous ranges.
+fn split(n: u64, parts: usize) -> impl Iterator<Item = std::ops::RangeInclusive<u64>> {
+    let parts = parts as u64;
+    (0..parts).map(move |i| (n * i / parts + 1)..=(n * (i + 1) / parts))
+}
+
+/// Producers push `1..=n`; once they are all done the structure is closed
+/// and the consumers drain it. Every value must arrive exactly once.
+fn flow<Q: Queue>(producers: usize, consumers: usize, n: u64) -> Duration {
+    let (tx, rx) = Q::channel();
+    // Each job returns the (count, sum) it received; producers return zeros.
+    let mut jobs: Vec<Box<dyn FnOnce() -> (u64, u64) + Send>> = Vec::new();
+    for range in split(n, producers) {
+        let tx = tx.clone();
+        jobs.push(Box::new(move || {
+            for v in range {
+                Q::send(&tx, v);
+            }
+            (0, 0)
+        }));
+    }
+    let mut rx = Some(rx);
+    for i in 0..consumers {
+        // The last consumer takes the original handle: std mpsc cannot clone it.
+        let rx = if i + 1 == consumers {
+            rx.take().unwrap()
+        } else {
+            Q::clone_rx(rx.as_ref().unwrap())
+        };
+        jobs.push(Box::new(move || {
+            let (mut count, mut sum) = (0, 0);
+            while let Some(v) = Q::recv(&rx) {
+                count += 1;
+                sum += v;
+            }
+            (count, sum)
+        }));
+    }
+    // The producers' clones are dropped when they finish, so closing with
+    // the last sender handle after joining them ends the consumers' loops.
+    let (elapsed, results) = timed(jobs, producers, || Q::close(tx));
+    let (count, sum) = results
+        .into_iter()
+        .fold((0, 0), |(c, s), (c1, s1)| (c + c1, s + s1));
+    let name = Workload::Flow {
+        producers,
+        consumers,
+    }
+    .name();
+    assert_eq!(
+        count,
+        n,
+        "{}: {name} received {count} values, {n} sent",
+        Q::NAME
+    );
+    assert_eq!(
+        sum,
+        n * (n + 1) / 2,
+        "{}: {name} received the wrong sum",
+        Q::NAME
+    );
+    elapsed
+}
+
+/// Closes a structure whose other senders are gone and returns what is left.
+fn drain<Q: Queue>(tx: Q::Tx, rx: &Q::Rx) -> Vec<u64> {
+    Q::close(tx);
+    std::iter::from_fn(|| Q::recv(rx)).collect()
+}
+
+/// A value bounces between two threads through structures `a` and `b`, each
+/// side adding one, `n` round trips.
+fn pingpong<Q: Queue>(n: u64) -> Duration {
+    let (tx_a, rx_a) = Q::channel();
+    let (tx_b, rx_b) = Q::channel();
+    Q::send(&tx_a, 0);
+    let (tx_a2, tx_b2) = (tx_a.clone(), tx_b.clone());
+    let jobs: Vec<Box<dyn FnOnce() -> Q::Rx + Send>> = vec![
+        Box::new(move || {
+            for _ in 0..n {
+                let v = Q::recv(&rx_a).expect("pingpong: a closed early");
+                Q::send(&tx_b2, v + 1);
+            }
+            rx_a
+        }),
+        Box::new(move || {
+            for _ in 0..n {
+                let v = Q::recv(&rx_b).expect("pingpong: b closed early");
+                Q::send(&tx_a2, v + 1);
+            }
+            rx_b
+        }),
+    ];
+    let (elapsed, mut rxs) = timed(jobs, 2, || ());
+    let (rx_b, rx_a) = (rxs.pop().unwrap(), rxs.pop().unwrap());
+    assert_eq!(
+        drain::<Q>(tx_a, &rx_a),
+        [2 * n],
+        "{}: pingpong lost or duplicated its value",
+        Q::NAME
+    );
+    assert_eq!(
+        drain::<Q>(tx_b, &rx_b),
+        [0u64; 0],
+        "{}: pingpong left a value in b",
+        Q::NAME
+    );
+    elapsed
+}
+
+/// `threads` threads share `tokens` tokens: `ops` pop+push pairs in all.
+fn pool<Q: Queue>(threads: usize, tokens: usize, ops: u64) -> Duration {
+    let (tx, rx) = Q::channel();
+    for token in 1..=tokens as u64 {
+        Q::send(&tx, token);
+    }
+    let jobs: Vec<Box<dyn FnOnce() + Send>> = split(ops, threads)
+        .map(|range| {
+            let (tx, rx) = (tx.clone(), Q::clone_rx(&rx));
+            Box::new(move || {
+                for _ in range {
+                    let token = Q::recv(&rx).expect("pool: closed early");
+                    Q::send(&tx, token);
+                }
+            }) as Box<dyn FnOnce() + Send>
+        })
+        .collect();
+    let (elapsed, _) = timed(jobs, threads, || ());
+    let mut left = drain::<Q>(tx, &rx);
+    left.sort_unstable();
+    let expected: Vec<u64> = (1..=tokens as u64).collect();
+    assert_eq!(
+        left,
+        expected,
+        "{}: pool lost or duplicated tokens",
+        Q::NAME
+    );
+    elapsed
+}

@@ -1,0 +1,266 @@
+//! A quick race of `dualq` against its peers on the workloads of
+//! BENCHMARKS.md, printed as one table. Run it with
+//!
+//! ```text
+//! cargo run --release --example race
+//! ```
+//!
+//! To finish in well under a minute on a 2-core machine it runs each workload
+//! at 1/5 of its BENCHMARKS.md message count and takes the median of 3
+//! rounds. Environment overrides:
+//!
+//! * `RACE_SCALE`: fraction of the BENCHMARKS.md counts, `0.2` or `1/5`.
+//! * `RACE_ROUNDS`: rounds per cell (the median is reported).
+//! * `RACE_THREADS`: replaces the 8 of mpmc-8x8, fanout-1x8 and pool-8t-2obj,
+//!   e.g. `4` or `2,4,8,16`.
+//! * `RACE_TIMEOUT`: seconds one run may take before the race gives up and
+//!   names it (a hang shows up as a message, not a silent stall).
+//!
+//! The `criterion` version of the same workloads is `benches/handoff.rs`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::{contenders, threads_from_env, workloads};
+
+/// Counts live heap bytes, but only while `COUNTING` is set: an always-on
+/// shared counter would be a contended cache line in every allocation and
+/// tax the allocation-heavy structures in the timed workloads.
+struct CountingAlloc;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+fn note(delta: i64) {
+    if COUNTING.load(Relaxed) {
+        LIVE.fetch_add(delta, Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counting on the side does not allocate.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            note(layout.size() as i64);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            note(layout.size() as i64);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            note(new_size as i64 - layout.size() as i64);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+fn live_bytes() -> i64 {
+    LIVE.load(Relaxed)
+}
+
+/// The run in progress, for the watchdog: (what, when it started).
+static CURRENT: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+
+/// Runs `f` labelled `what` under the watchdog.
+fn watched<R>(what: String, f: impl FnOnce() -> R) -> R {
+    *CURRENT.lock().unwrap() = Some((what, Instant::now()));
+    let result = f();
+    *CURRENT.lock().unwrap() = None;
+    result
+}
+
+/// Exits the process, naming the run, if one run takes longer than `limit`.
+fn start_watchdog(limit: Duration) {
+    thread::spawn(move || loop {
+        thread::sleep(Duration::from_millis(200));
+        if let Some((what, started)) = &*CURRENT.lock().unwrap() {
+            if started.elapsed() > limit {
+                eprintln!("race: {what} still running after {limit:?} (RACE_TIMEOUT); giving up");
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
+fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    match std::env::var(var) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={s}: not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// `RACE_SCALE` as a fraction: `0.2` or `1/5`.
+fn scale_from_env() -> f64 {
+    let Ok(s) = std::env::var("RACE_SCALE") else {
+        return 0.2;
+    };
+    let parsed = match s.split_once('/') {
+        Some((num, den)) => num
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .zip(den.trim().parse::<f64>().ok())
+            .map(|(n, d)| n / d),
+        None => s.trim().parse().ok(),
+    };
+    match parsed {
+        Some(x) if x > 0.0 && x.is_finite() => x,
+        _ => panic!("RACE_SCALE={s}: expected a positive fraction like 0.2 or 1/5"),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    }
+}
+
+/// Values stored for the mem row, as in BENCHMARKS.md (not scaled: storing
+/// them is quick).
+const MEM_VALUES: u64 = 1_000_000;
+
+fn main() {
+    let wall = Instant::now();
+    let scale = scale_from_env();
+    let rounds: usize = env_or("RACE_ROUNDS", 3).max(1);
+    let threads = threads_from_env("RACE_THREADS");
+    start_watchdog(Duration::from_secs(env_or("RACE_TIMEOUT", 30)));
+
+    let contenders = contenders();
+    let workloads = workloads(&threads);
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    println!("dualq race: the workloads of BENCHMARKS.md, each at {scale} x its message count (RACE_SCALE),");
+    println!(
+        "median of {rounds} rounds (RACE_ROUNDS); every run checks the count and sum it received."
+    );
+    println!("machine: {cpus} CPUs, {}", cpu_model());
+    println!(
+        "cells: ns per message; pingpong: per round trip; pool: per pop+push; mem: heap bytes per"
+    );
+    println!("stored value with {MEM_VALUES} values stored (one run: it is deterministic). '-': not applicable.");
+    println!();
+
+    // mem first, while no other run has left epoch garbage behind whose
+    // collection during the window would count as negative memory.
+    COUNTING.store(true, Relaxed);
+    let mem: Vec<Option<f64>> = contenders
+        .iter()
+        .map(|c| {
+            let grown = watched(format!("mem on {}", c.name), || {
+                (c.mem)(MEM_VALUES, live_bytes)
+            });
+            Some(grown as f64 / MEM_VALUES as f64)
+        })
+        .collect();
+    COUNTING.store(false, Relaxed);
+
+    // samples[workload][contender]: ns per op of each round. Rounds are the
+    // outer loop so a burst of machine noise spreads over all cells.
+    let mut samples = vec![vec![Vec::new(); contenders.len()]; workloads.len()];
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}...");
+        for (w, workload) in workloads.iter().enumerate() {
+            let ops = ((workload.full_ops() as f64 * scale).round() as u64).max(1);
+            for (c, contender) in contenders.iter().enumerate() {
+                if (contender.supports)(workload) {
+                    let what = format!("{} on {} (round {round})", workload.name(), contender.name);
+                    let elapsed = watched(what, || (contender.run)(workload, ops));
+                    samples[w][c].push(elapsed.as_nanos() as f64 / ops as f64);
+                }
+            }
+        }
+    }
+
+    let mut rows: Vec<(String, Vec<Option<f64>>)> = workloads
+        .iter()
+        .zip(samples)
+        .map(|(workload, cells)| {
+            let label = match workload {
+                common::Workload::PingPong => "pingpong (round trip)".to_owned(),
+                _ => workload.name(),
+            };
+            let medians = cells
+                .into_iter()
+                .map(|s| (!s.is_empty()).then(|| median(s)))
+                .collect();
+            (label, medians)
+        })
+        .collect();
+    rows.push(("mem (bytes/value)".into(), mem));
+
+    let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let col = |name: &str| name.len().max(9);
+    print!("{:label_width$}", "workload");
+    for c in &contenders {
+        print!("  {:>w$}", c.name, w = col(c.name));
+    }
+    println!("  {:>18}", "dualq vs best peer");
+    for (label, cells) in &rows {
+        print!("{label:label_width$}");
+        for (c, cell) in contenders.iter().zip(cells) {
+            match cell {
+                Some(x) => print!("  {x:>w$.1}", w = col(c.name)),
+                None => print!("  {:>w$}", "-", w = col(c.name)),
+            }
+        }
+        // contenders()[0] is dualq; the rest are its peers.
+        let best_peer = cells[1..].iter().flatten().copied().reduce(f64::min);
+        match (cells[0], best_peer) {
+            (Some(dualq), Some(best)) if best > 0.0 => println!("  {:>18.2}", dualq / best),
+            _ => println!("  {:>18}", "-"),
+        }
+    }
+    println!();
+    println!(
+        "below 1.0 in the last column: dualq leads that row. total {:.1} s",
+        wall.elapsed().as_secs_f64()
+    );
+}
