@@ -14,7 +14,28 @@ use dualq::{DualQueue, PopTimeoutError, TryPopError};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::time::Duration;
+
+/// Runs `f` under loom with `bound` preemptions (unless `LOOM_MAX_PREEMPTIONS`
+/// overrides it) and prints how many interleavings it explored.
+fn model<F: Fn() + Sync + Send + 'static>(name: &str, bound: usize, f: F) {
+    static RUNS: StdAtomicUsize = StdAtomicUsize::new(0);
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(bound);
+    }
+    let before = RUNS.load(StdOrdering::Relaxed);
+    builder.check(move || {
+        RUNS.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    let explored = RUNS.load(StdOrdering::Relaxed) - before;
+    println!(
+        "loom model {name}: {explored} interleavings (preemption bound {:?})",
+        builder.preemption_bound
+    );
+}
 
 /// Spins (yielding to loom) until `n` consumers wait on `q`.
 fn until_waiting<T>(q: &DualQueue<T>, n: usize) {
@@ -27,7 +48,7 @@ fn until_waiting<T>(q: &DualQueue<T>, n: usize) {
 /// pop found it stored or waited and was fulfilled.
 #[test]
 fn push_pop_on_empty() {
-    loom::model(|| {
+    model("push_pop_on_empty", 3, || {
         let q = Arc::new(DualQueue::new());
         let consumer = {
             let q = q.clone();
@@ -39,27 +60,29 @@ fn push_pop_on_empty() {
     });
 }
 
-/// Two waiters, linked in a known order, then two pushes from two threads:
-/// the first push to linearize goes to the older waiter, so the older waiter
-/// gets 1 when the pushes are sequential, and the pair {1, 2} always.
+/// Two waiters, then two pushes: A is waiting before B links, so whatever
+/// the interleaving of B's link with the pushes, A gets the first value and
+/// B the second. (B is the main thread; the producer pushes 1 then 2.)
 #[test]
 fn two_waiters_then_two_pushes_fifo() {
-    loom::model(|| {
+    model("two_waiters_then_two_pushes_fifo", 1, || {
         let q = Arc::new(DualQueue::new());
         let a = {
             let q = q.clone();
             thread::spawn(move || q.pop().unwrap())
         };
         until_waiting(&q, 1);
-        let b = {
+        let producer = {
             let q = q.clone();
-            thread::spawn(move || q.pop().unwrap())
+            thread::spawn(move || {
+                q.push(1).unwrap();
+                q.push(2).unwrap();
+            })
         };
-        until_waiting(&q, 2);
-        q.push(1).unwrap();
-        q.push(2).unwrap();
+        let b = q.pop().unwrap();
+        producer.join().unwrap();
         assert_eq!(a.join().unwrap(), 1, "the older waiter is served first");
-        assert_eq!(b.join().unwrap(), 2);
+        assert_eq!(b, 2);
     });
 }
 
@@ -67,7 +90,7 @@ fn two_waiters_then_two_pushes_fifo() {
 /// got the value" and "the value is still stored".
 #[test]
 fn timeout_cancel_races_push() {
-    loom::model(|| {
+    model("timeout_cancel_races_push", 2, || {
         let q = Arc::new(DualQueue::new());
         let consumer = {
             let q = q.clone();
@@ -86,10 +109,11 @@ fn timeout_cancel_races_push() {
     });
 }
 
-/// close ‖ pop on an empty queue: the pop wakes and reports closed.
+/// close ‖ pop on an empty queue: the pop wakes and reports closed, and a
+/// push after the close hands its value back.
 #[test]
 fn close_wakes_pop() {
-    loom::model(|| {
+    model("close_wakes_pop", 2, || {
         let q = Arc::new(DualQueue::<u32>::new());
         let consumer = {
             let q = q.clone();
@@ -101,30 +125,64 @@ fn close_wakes_pop() {
     });
 }
 
-/// push ‖ close ‖ pop: the value is either delivered or handed back, never
-/// lost, and a pop that reports closed saw no stored value.
+/// close ‖ pop with a value stored before: the pop drains it (closing does
+/// not discard stored values), then pops report closed.
 #[test]
-fn push_close_pop() {
-    loom::model(|| {
+fn close_pop_drains() {
+    model("close_pop_drains", 2, || {
+        let q = Arc::new(DualQueue::new());
+        q.push(3).unwrap();
+        let consumer = {
+            let q = q.clone();
+            thread::spawn(move || q.pop())
+        };
+        assert!(q.close());
+        assert_eq!(consumer.join().unwrap(), Ok(3));
+        assert_eq!(q.try_pop(), Err(TryPopError::Closed));
+    });
+}
+
+/// push ‖ close: the push either lands (and is drained after the close) or
+/// fails with its value; never lost.
+#[test]
+fn push_races_close() {
+    model("push_races_close", 2, || {
         let q = Arc::new(DualQueue::new());
         let producer = {
             let q = q.clone();
             thread::spawn(move || q.push(9))
         };
-        let closer = {
+        assert!(q.close());
+        match producer.join().unwrap() {
+            Ok(()) => assert_eq!(q.pop(), Ok(9)),
+            Err(e) => assert_eq!(e.into_inner(), 9),
+        }
+        assert!(q.pop().is_err());
+    });
+}
+
+/// push ‖ close with a consumer already waiting: the value is delivered to
+/// the waiter, or the push fails with it and the waiter reports closed.
+#[test]
+fn push_races_close_with_waiter() {
+    model("push_races_close_with_waiter", 1, || {
+        let q = Arc::new(DualQueue::new());
+        let consumer = {
             let q = q.clone();
-            thread::spawn(move || q.close())
+            thread::spawn(move || q.pop())
         };
-        let popped = q.pop();
-        let pushed = producer.join().unwrap();
-        assert!(closer.join().unwrap());
-        let drained = q.try_pop();
-        match (pushed, popped, drained) {
-            (Ok(()), Ok(9), Err(TryPopError::Closed)) => {}
-            (Ok(()), Err(_), Ok(9)) => panic!("pop reported closed while 9 was stored"),
-            (Err(e), Err(_), Err(TryPopError::Closed)) => assert_eq!(e.into_inner(), 9),
+        until_waiting(&q, 1);
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || q.push(4))
+        };
+        assert!(q.close());
+        match (producer.join().unwrap(), consumer.join().unwrap()) {
+            (Ok(()), Ok(4)) => {}
+            (Err(e), Err(_)) => assert_eq!(e.into_inner(), 4),
             other => panic!("lost or duplicated value: {other:?}"),
         }
+        assert!(q.try_pop().is_err());
     });
 }
 
@@ -137,7 +195,7 @@ fn drop_with_stored_values() {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
-    loom::model(|| {
+    model("drop_with_stored_values", 2, || {
         let drops = Arc::new(AtomicUsize::new(0));
         let q = Arc::new(DualQueue::new());
         let producer = {
