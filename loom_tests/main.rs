@@ -90,7 +90,7 @@ fn two_waiters_then_two_pushes_fifo() {
 /// got the value" and "the value is still stored".
 #[test]
 fn timeout_cancel_races_push() {
-    model("timeout_cancel_races_push", 2, || {
+    model("timeout_cancel_races_push", 3, || {
         let q = Arc::new(DualQueue::new());
         let consumer = {
             let q = q.clone();
@@ -113,7 +113,7 @@ fn timeout_cancel_races_push() {
 /// push after the close hands its value back.
 #[test]
 fn close_wakes_pop() {
-    model("close_wakes_pop", 2, || {
+    model("close_wakes_pop", 3, || {
         let q = Arc::new(DualQueue::<u32>::new());
         let consumer = {
             let q = q.clone();
@@ -129,7 +129,7 @@ fn close_wakes_pop() {
 /// not discard stored values), then pops report closed.
 #[test]
 fn close_pop_drains() {
-    model("close_pop_drains", 2, || {
+    model("close_pop_drains", 3, || {
         let q = Arc::new(DualQueue::new());
         q.push(3).unwrap();
         let consumer = {
@@ -146,7 +146,7 @@ fn close_pop_drains() {
 /// fails with its value; never lost.
 #[test]
 fn push_races_close() {
-    model("push_races_close", 2, || {
+    model("push_races_close", 3, || {
         let q = Arc::new(DualQueue::new());
         let producer = {
             let q = q.clone();
@@ -195,7 +195,7 @@ fn drop_with_stored_values() {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
-    model("drop_with_stored_values", 2, || {
+    model("drop_with_stored_values", 3, || {
         let drops = Arc::new(AtomicUsize::new(0));
         let q = Arc::new(DualQueue::new());
         let producer = {
