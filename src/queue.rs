@@ -29,9 +29,14 @@
 //!
 //! A node leaves the list in exactly one of two ways, and whoever performs
 //! that step retires it (exactly once):
-//! 1. `head` moves past it (CAS on `head`; the winner retires the old dummy);
+//! 1. `head` moves past it (CAS on `head`; the winner retires the old dummy).
+//!    `head` moves only onto a datum or a dead reservation (fulfilled,
+//!    cancelled or closed), and only onto the very node the mover checked:
+//!    a waiting reservation never becomes the dummy, where no push would
+//!    find it;
 //! 2. a sweep unlinks a cancelled reservation `c` from its predecessor `p`
-//!    (CAS `p.next: c -> c.next`, the winner retires `c`).
+//!    (CAS `p.next: c -> c.next`, the winner retires `c`). Nothing else is
+//!    ever unlinked.
 //!
 //! Before either step the leaving node's `next` is frozen whenever its
 //! successor is a reservation (data nodes are never unlinked from the middle,
@@ -308,17 +313,17 @@ impl<T> DualQueue<T> {
                 }
                 match first_ref.slot.fulfil(pending.into_value(), &self.closed) {
                     Fulfil::Delivered => {
-                        self.advance_head(head, guard);
+                        self.advance_head(head, first, guard);
                         return Ok(());
                     }
                     Fulfil::Closed(value) => {
-                        self.advance_head(head, guard);
+                        self.advance_head(head, first, guard);
                         return Err(PushError(value));
                     }
                     Fulfil::NotWaiting(value) => {
                         // Dead at the front: help remove it, then retry.
                         pending = Pending::Value(value);
-                        self.advance_head(head, guard);
+                        self.advance_head(head, first, guard);
                     }
                 }
             }
@@ -612,7 +617,7 @@ impl<T> DualQueue<T> {
                 // SAFETY: reached from `head` while pinned.
                 if let Some(first_ref) = unsafe { first.as_ref() } {
                     if first_ref.is_dead_reservation() {
-                        self.advance_head(head, guard);
+                        self.advance_head(head, first, guard);
                         continue;
                     }
                 }
@@ -678,7 +683,7 @@ impl<T> DualQueue<T> {
                 {
                     continue; // stale snapshot
                 }
-                if self.advance_head(head, guard) {
+                if self.advance_head(head, first, guard) {
                     // SAFETY: our head CAS moved `head` onto `first` (whose
                     // `next` never changes while it holds data), so we are its
                     // only taker; it was published by its append (Release)
@@ -703,43 +708,52 @@ impl<T> DualQueue<T> {
         }
     }
 
-    /// Moves `head` from the dummy `head` onto its successor, first freezing
-    /// the dummy's `next` if the successor is a reservation (module docs).
-    /// Returns `true` if this call moved it (and retired the old dummy).
-    fn advance_head(&self, head: Shared<'_, Node<T>>, guard: &Guard) -> bool {
-        // SAFETY: `head` was loaded from `self.head` while pinned.
-        let head_ref = unsafe { head.deref() };
-        let mut next = head_ref.next.load(Ordering::Acquire, guard);
+    /// Moves `head` from the dummy `head` onto `next`, which the caller has
+    /// seen to be `head`'s successor and dead (a reservation no longer
+    /// waiting) or a datum; never onto a waiting reservation, which would
+    /// drop its waiter out of line. Freezes the dummy's `next` first when
+    /// `next` is a reservation (module docs). Returns `true` if this call
+    /// moved `head` (and retired the old dummy); `false` if `head` moved or
+    /// its successor is no longer `next`.
+    fn advance_head(
+        &self,
+        head: Shared<'_, Node<T>>,
+        next: Shared<'_, Node<T>>,
+        guard: &Guard,
+    ) -> bool {
+        // SAFETY: `head` was loaded from `self.head` and `next` from its
+        // `next`, both while pinned.
+        let (head_ref, next_ref) = unsafe { (head.deref(), next.deref()) };
+        let mut current = head_ref.next.load(Ordering::Acquire, guard);
         loop {
-            if next.with_tag(0).is_null() {
+            // The successor can change only by a sweep unlinking a cancelled
+            // `next`; then the caller must look again.
+            if current.with_tag(0) != next {
                 return false;
             }
-            // SAFETY: reached from `head` while pinned.
-            let needs_freeze = unsafe { next.deref() }.slot.is_reservation();
-            if next.tag() & MARK != 0 || !needs_freeze {
+            if current.tag() & MARK != 0 || !next_ref.slot.is_reservation() {
                 break;
             }
             // AcqRel: the freeze orders against sweeps' CAS on this word.
             match head_ref.next.compare_exchange(
-                next,
+                current,
                 next.with_tag(MARK),
                 Ordering::AcqRel,
                 Ordering::Acquire,
                 guard,
             ) {
                 Ok(_) => break,
-                Err(e) => next = e.current,
+                Err(e) => current = e.current,
             }
         }
-        let next = next.with_tag(0);
         // Never let `head` pass `tail`: move `tail` first.
         if self.tail.load(Ordering::Acquire, guard) == head {
             let _ =
                 self.tail
                     .compare_exchange(head, next, Ordering::Release, Ordering::Relaxed, guard);
         }
-        // AcqRel: Release publishes nothing new but keeps our prior accesses
-        // to the dummy before its retirement; Acquire pairs with other movers.
+        // AcqRel: Release keeps our prior accesses to the dummy before its
+        // retirement; Acquire pairs with other movers.
         if self
             .head
             .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
@@ -760,25 +774,28 @@ impl<T> DualQueue<T> {
         'restart: loop {
             let head = self.head.load(Ordering::Acquire, guard);
             // SAFETY: never retired while we are pinned.
-            let head_next = unsafe { head.deref() }.next.load(Ordering::Acquire, guard);
-            // SAFETY: reached from `head` while pinned.
-            let Some(first) = (unsafe { head_next.with_tag(0).as_ref() }) else {
-                return;
-            };
-            if head_next.tag() & MARK != 0 || first.is_dead_reservation() {
-                self.advance_head(head, guard);
-                continue 'restart;
-            }
-            let mut pred = head_next.with_tag(0);
-            // SAFETY: reached from `head` while pinned (each step below too).
-            let mut cur = unsafe { pred.deref() }
+            let first = unsafe { head.deref() }
                 .next
                 .load(Ordering::Acquire, guard)
                 .with_tag(0);
+            // SAFETY: reached from `head` while pinned.
+            let Some(first_ref) = (unsafe { first.as_ref() }) else {
+                return;
+            };
+            if first_ref.is_dead_reservation() {
+                self.advance_head(head, first, guard);
+                continue 'restart;
+            }
+            let mut pred = first;
+            // SAFETY: reached from `head` while pinned (each step below too).
+            let mut cur = first_ref.next.load(Ordering::Acquire, guard).with_tag(0);
             while let Some(cur_ref) = unsafe { cur.as_ref() } {
                 let next = cur_ref.next.load(Ordering::Acquire, guard);
-                let frozen = next.tag() & MARK != 0;
-                if !frozen && !cur_ref.slot.is_cancelled() {
+                // Only cancelled reservations are unlinked. A frozen node that
+                // is not one is a dummy `head` has passed (our walk is stale):
+                // walking on is harmless, since no CAS on its frozen `next`
+                // can succeed.
+                if !cur_ref.slot.is_cancelled() {
                     pred = cur;
                     cur = next.with_tag(0);
                     continue;
@@ -787,7 +804,7 @@ impl<T> DualQueue<T> {
                     return; // `cur` is last: it stays until something follows it
                 }
                 // Freeze `cur.next` so nothing can be unlinked after it.
-                if !frozen
+                if next.tag() & MARK == 0
                     && cur_ref
                         .next
                         .compare_exchange(
@@ -807,7 +824,10 @@ impl<T> DualQueue<T> {
                 if succ_next.with_tag(0).is_null() {
                     return; // `cur` is second to last: `tail` may point at it
                 }
-                // AcqRel: fails if `pred` is itself leaving (its `next` frozen).
+                // AcqRel; expects an unmarked `pred.next`, so it fails if
+                // `pred` is itself leaving (a passed dummy or a cancelled node
+                // being unlinked): then `cur` may already be gone.
+                // SAFETY: `pred` was reached from `head` while pinned.
                 match unsafe { pred.deref() }.next.compare_exchange(
                     cur,
                     succ,
