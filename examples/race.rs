@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use common::{contenders, threads_from_env, workloads};
+use common::{contenders, threads_from_env, workloads, OURS};
 
 /// Counts live heap bytes, but only while `COUNTING` is set: an always-on
 /// shared counter would be a contended cache line in every allocation and
@@ -242,7 +242,7 @@ fn main() {
     for c in &contenders {
         print!("  {:>w$}", c.name, w = col(c.name));
     }
-    println!("  {:>18}", "dualq vs best peer");
+    println!("  {:>14}  {:>14}", "queue vs best", "stack vs best");
     for (label, cells) in &rows {
         print!("{label:label_width$}");
         for (c, cell) in contenders.iter().zip(cells) {
@@ -251,16 +251,19 @@ fn main() {
                 None => print!("  {:>w$}", "-", w = col(c.name)),
             }
         }
-        // contenders()[0] is dualq; the rest are its peers.
-        let best_peer = cells[1..].iter().flatten().copied().reduce(f64::min);
-        match (cells[0], best_peer) {
-            (Some(dualq), Some(best)) if best > 0.0 => println!("  {:>18.2}", dualq / best),
-            _ => println!("  {:>18}", "-"),
+        // The first OURS contenders are dualq's; the rest are its peers.
+        let best_peer = cells[OURS..].iter().flatten().copied().reduce(f64::min);
+        for ours in &cells[..OURS] {
+            match (ours, best_peer) {
+                (Some(ours), Some(best)) if best > 0.0 => print!("  {:>14.2}", ours / best),
+                _ => print!("  {:>14}", "-"),
+            }
         }
+        println!();
     }
     println!();
     println!(
-        "below 1.0 in the last column: dualq leads that row. total {:.1} s",
+        "below 1.0 in the last two columns: that dualq structure leads the row. total {:.1} s",
         wall.elapsed().as_secs_f64()
     );
 }

@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dualq::DualQueue;
+use dualq::{DualQueue, DualStack};
 
 /// One structure under test, seen as a channel: producers hold `Tx`,
 /// consumers hold `Rx`. Shared structures use an `Arc` for both.
@@ -62,6 +62,34 @@ impl Queue for Dual {
     }
     fn close(tx: Self::Tx) {
         // A shared queue does not notice its handles going away: close it.
+        tx.close();
+    }
+}
+
+/// The dual stack: LIFO values, newest waiter first. Runs every workload
+/// (the sums do not care about order); its home ground is the pool.
+pub struct DualStackQ;
+
+impl Queue for DualStackQ {
+    const NAME: &'static str = "dualq-stack";
+    const MULTI_CONSUMER: bool = true;
+    type Tx = Arc<DualStack<u64>>;
+    type Rx = Arc<DualStack<u64>>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        let s = Arc::new(DualStack::new());
+        (Arc::clone(&s), s)
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        tx.push(value).expect("push on an open stack");
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        rx.pop().ok()
+    }
+    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+        Arc::clone(rx)
+    }
+    fn close(tx: Self::Tx) {
         tx.close();
     }
 }
@@ -449,10 +477,14 @@ fn mem<Q: Queue>(n: u64, live_bytes: fn() -> i64) -> i64 {
     grown
 }
 
-/// dualq first, then the peers of BENCHMARKS.md.
+/// How many of [`contenders`] are dualq's own structures (they come first).
+pub const OURS: usize = 2;
+
+/// dualq's structures first (queue, stack), then the peers of BENCHMARKS.md.
 pub fn contenders() -> Vec<Contender> {
     vec![
         contender::<Dual>(),
+        contender::<DualStackQ>(),
         contender::<Crossbeam>(),
         contender::<Flume>(),
         contender::<Kanal>(),
