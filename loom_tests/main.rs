@@ -211,3 +211,5 @@ fn drop_with_stored_values() {
         assert_eq!(drops.load(Ordering::Relaxed), 2);
     });
 }
+
+mod stack;

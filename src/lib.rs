@@ -8,6 +8,9 @@
 //!
 //! * [`DualQueue`]: FIFO values, oldest waiter served first (Scherer & Scott's
 //!   dual queue on a Michael & Scott queue).
+//! * [`DualStack`]: LIFO values, newest waiter served first (Scherer & Scott's
+//!   dual stack on a Treiber stack), for pools and caches that want the most
+//!   recently active consumer to get the next resource.
 //!
 //! # Hello, world
 //!
@@ -79,7 +82,9 @@
 mod error;
 mod queue;
 mod slot;
+mod stack;
 mod sync;
 
 pub use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
 pub use crate::queue::DualQueue;
+pub use crate::stack::DualStack;

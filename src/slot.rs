@@ -12,7 +12,7 @@
 //! |-------------|------------------------------|------------------------------------------------------------|
 //! | `DATA`      | initialised until taken      | nobody: the structure decides (by its own CAS) who takes it |
 //! | `WAITING`   | uninitialised                | a producer: CAS to `BUSY` (fulfil); the waiter: CAS to `CANCELLED` (timeout); `close`: CAS to `CLOSED` |
-//! | `BUSY`      | being written by the claimer | the producer that won `WAITING -> BUSY` only: store `FULFILLED` (or `CLOSED` if it found the structure closed) |
+//! | `BUSY`      | being written by the claimer | the producer that won `WAITING -> BUSY` only: store `FULFILLED` (or `CLOSED` if it was given the structure's closed flag and found it set) |
 //! | `FULFILLED` | initialised, owned by waiter | terminal; the waiter moves the value out exactly once      |
 //! | `CANCELLED` | uninitialised                | terminal                                                   |
 //! | `CLOSED`    | uninitialised                | terminal                                                   |
@@ -32,6 +32,12 @@
 //!   `fence(SeqCst)`, then loads `closed`. At least one sees the other, so a
 //!   producer that reads `closed == false` fulfilled before the close took
 //!   effect, and one that reads `true` hands its value back.
+//! * A structure whose producers can only claim a reservation before its close
+//!   takes effect needs no such check: the dual stack claims only under a
+//!   fulfilling node on its (unsealed) top, and `close` cannot seal the top
+//!   until that node is gone (see `stack.rs`). It calls
+//!   [`fulfil_with`](Slot::fulfil_with) without a closed flag, so for it `BUSY`
+//!   always ends in `FULFILLED`.
 //! * The waiter's thread handle is read by the producer after the `FULFILLED`
 //!   store. The slot must therefore outlive the producer's access even if the
 //!   waiter returns at once: the structures keep the slot's memory alive by
@@ -52,16 +58,18 @@ const FULFILLED: usize = 3;
 const CANCELLED: usize = 4;
 const CLOSED: usize = 5;
 
-/// What a producer's attempt to fulfil a reservation did.
-pub(crate) enum Fulfil<T> {
+/// What a producer's attempt to fulfil a reservation did. `V` is what the
+/// producer offered: the value itself ([`Slot::fulfil`]) or the closure that
+/// would have produced it ([`Slot::fulfil_with`]).
+pub(crate) enum Fulfil<V> {
     /// The value is the waiter's now.
     Delivered,
     /// The slot was no longer waiting (fulfilled, cancelled or closed by
-    /// someone else); the value comes back to try elsewhere.
-    NotWaiting(T),
+    /// someone else); the offer comes back to try elsewhere.
+    NotWaiting(V),
     /// The producer claimed the slot but found the structure closed: it closed
-    /// the slot instead, and the value comes back.
-    Closed(T),
+    /// the slot instead, and the offer comes back.
+    Closed(V),
 }
 
 /// How a reservation's wait ended.
@@ -143,11 +151,41 @@ impl<T> Slot<T> {
         self.value.with(|p| unsafe { ptr::read(p).assume_init() })
     }
 
+    /// Whether a producer has claimed this reservation (`BUSY` or
+    /// `FULFILLED`). `Acquire`: pairs with the claim and the `FULFILLED`
+    /// store, like [`is_waiting`](Self::is_waiting).
+    pub(crate) fn is_claimed(&self) -> bool {
+        matches!(self.state.load(Ordering::Acquire), BUSY | FULFILLED)
+    }
+
     /// A producer's attempt to hand `value` to this reservation.
     ///
     /// `closed` is the structure's closed flag (see the module docs on the
     /// close/fulfil race).
     pub(crate) fn fulfil(&self, value: T, closed: &AtomicBool) -> Fulfil<T> {
+        match self.fulfil_with(move || value, Some(closed)) {
+            Fulfil::Delivered => Fulfil::Delivered,
+            Fulfil::NotWaiting(take) => Fulfil::NotWaiting(take()),
+            Fulfil::Closed(take) => Fulfil::Closed(take()),
+        }
+    }
+
+    /// A producer's attempt to fulfil this reservation with a value it does
+    /// not hold yet: `take` produces the value and runs only after this call
+    /// has won `WAITING -> BUSY` (and, given a `closed` flag, found it unset),
+    /// so a value parked elsewhere (a dual stack's fulfilling node) moves out
+    /// of its old place at most once, and only into this slot. Otherwise
+    /// `take` comes back unrun.
+    ///
+    /// `closed`: the structure's closed flag, for structures whose producers
+    /// can claim a reservation after the close took effect (the queue; see the
+    /// module docs). `None` for a structure that rules that out itself (the
+    /// stack); then a won claim always ends in `FULFILLED`.
+    pub(crate) fn fulfil_with<F: FnOnce() -> T>(
+        &self,
+        take: F,
+        closed: Option<&AtomicBool>,
+    ) -> Fulfil<F> {
         debug_assert!(self.is_reservation());
         // Acquire on failure is not needed: we do not read the value then.
         // Success needs no Acquire either: the waiter wrote nothing we read.
@@ -156,17 +194,21 @@ impl<T> Slot<T> {
             .compare_exchange(WAITING, BUSY, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
-            return Fulfil::NotWaiting(value);
+            return Fulfil::NotWaiting(take);
         }
-        // SeqCst: Dekker with `close_reservation`'s caller (see module docs):
-        // pairs with the fence after the structure stores `closed`.
-        fence(Ordering::SeqCst);
-        if closed.load(Ordering::Relaxed) {
-            // Release: pairs with the waiter's Acquire load of the state.
-            self.state.store(CLOSED, Ordering::Release);
-            self.unpark();
-            return Fulfil::Closed(value);
+        if let Some(closed) = closed {
+            // SeqCst: Dekker with `close_reservation`'s caller (see module
+            // docs): pairs with the fence after the structure stores `closed`.
+            fence(Ordering::SeqCst);
+            // Relaxed: the fences above order it (module docs).
+            if closed.load(Ordering::Relaxed) {
+                // Release: pairs with the waiter's Acquire load of the state.
+                self.state.store(CLOSED, Ordering::Release);
+                self.unpark();
+                return Fulfil::Closed(take);
+            }
         }
+        let value = take();
         // SAFETY: we won WAITING -> BUSY, so we are the only writer, and the
         // waiter reads only after it sees FULFILLED (state table, `BUSY`).
         self.value

@@ -1,0 +1,1009 @@
+//! [`DualStack`]: the lock-free dual stack of Scherer & Scott, "Nonblocking
+//! concurrent data structures with condition synchronization" (DISC 2004),
+//! built on Treiber's stack ("Systems programming: coping with parallelism",
+//! IBM RJ 5118, 1986), with the timeouts and the unsplicing of cancelled nodes
+//! of the `TransferStack` in Scherer, Lea & Scott's synchronous queues
+//! (PPoPP 2006). Memory is reclaimed with `crossbeam-epoch`.
+//!
+//! # Shape
+//!
+//! `top` points at the newest node. The stack holds data only, or
+//! reservations (live or dead) only, and while a push is handing its value
+//! to a reservation, one *fulfilling* node sits on top of the reservations.
+//!
+//! * `push` on data (or on nothing) pushes a data node. On reservations it
+//!   pushes a fulfilling node `f` carrying its value over them; `f` is then
+//!   completed by [`help`](DualStack::help), which anyone who meets `f` on top
+//!   runs before doing its own work: fulfil `f.next` by one CAS on that
+//!   reservation's own slot ([`Slot::fulfil_with`]), then pop both.
+//! * `pop` on data pops the top node and takes its value. On reservations (or
+//!   on nothing) it pushes a reservation, unpins, and waits on its slot. So
+//!   values come out newest first, and a push serves the newest waiter.
+//!
+//! # Node states
+//!
+//! A node's kind is fixed before it is published. Its slot's state (see
+//! [`crate::slot`]) and its place in the stack determine who may touch it:
+//!
+//! | kind        | slot state             | value                         | where                                   | who moves it on |
+//! |-------------|------------------------|-------------------------------|-----------------------------------------|-----------------|
+//! | data        | `DATA`                 | there until taken             | anywhere in an all-data stack           | the winner of the `top` CAS that pops it takes the value and retires the node |
+//! | fulfilling  | `DATA`                 | there until a claim of `f.next` moves it out, or the owner takes it back | only on top (nothing is ever pushed over it) | helpers: claim `f.next` and pop both; unlink a dead `f.next`; pop `f` alone when `f.next` is null. The owner alone takes the value back, after `f` left with `f.next` null |
+//! | reservation | `WAITING`              | none                          | anywhere in an all-reservation stack    | a helper of the fulfilling node over it (claim, `-> BUSY`); its waiter (cancel); `close` |
+//! | reservation | `BUSY`, `FULFILLED`    | being written / the waiter's  | only as `f.next` of the fulfilling node on top, until both are popped | the claimer writes the value; the winner of the `top` CAS that pops `f` retires both |
+//! | reservation | `CANCELLED`, `CLOSED`  | none                          | anywhere, until removed                 | popped off the top, unlinked from under `f`, or unspliced from its predecessor; the winner retires it. Under a sealed top they stay until the stack is dropped |
+//!
+//! A reservation has two references (the stack's and its waiter's); data and
+//! fulfilling nodes have only the stack's.
+//!
+//! # A reservation's `next` word
+//!
+//! | `next`                | meaning                                                   | set by |
+//! |-----------------------|-----------------------------------------------------------|--------|
+//! | null                  | bottom of the stack                                       | the push (never changes after) |
+//! | `n`                   | linked to `n` (a reservation: nothing but reservations lies under one) | the push; an unsplice of a dead `n'` (CAS from `n'`) |
+//! | `n` + `MARK` (frozen) | this node is leaving, or was dead and tried to; `next` never changes again | [`freeze`] |
+//!
+//! A data node's `next` is fixed at its push (nothing is ever removed from
+//! under a data node). A fulfilling node's `next` is never frozen; it changes
+//! only by unlinking a dead reservation (CAS from the dead node) and is final
+//! once the node is off the top (below).
+//!
+//! # Leaving the stack
+//!
+//! A node leaves the stack by exactly one successful CAS, and its winner
+//! retires it (exactly once):
+//! 1. a `top` CAS popping it (a datum; a dead reservation; a fulfilling node
+//!    together with the reservation it matched; a fulfilling node alone);
+//! 2. a CAS `p.next: c -> c.next` unlinking a dead reservation `c` from its
+//!    predecessor `p` (a reservation, or the fulfilling node on top).
+//!
+//! Before a reservation leaves (either way), its `next` is frozen if it is
+//! not null. The unsplice CAS in (2) expects an unfrozen `p.next`, so:
+//! *a reservation whose `next` is non-null and unfrozen is in the stack.* (It
+//! is frozen before it leaves, a null `next` never changes, and frozen is
+//! final.) Hence when (2) succeeds with `p` a reservation, `p` was in the
+//! stack and `c` was its successor there, so the CAS removed `c` from the
+//! live stack. Without the freeze, an unsplice through a `p` that had already
+//! left would "remove" `c` while `c` is still linked from `p`'s old
+//! predecessor, and `c` would be freed while reachable. For `p` the
+//! fulfilling node, (2) expects a *dead* `c == f.next`, and `f` is never off
+//! the top with a dead `f.next` (it leaves only with `f.next` null or
+//! claimed, and both are final), so `f` is on top and the CAS removes `c`
+//! from the live stack. A removed node is never linked again: nodes are
+//! pushed once, and no CAS installs a pointer to a removed node (its
+//! successor chain is frozen).
+//!
+//! The same facts keep epoch reads sound: a thread pinned at time `p` that
+//! reads `x.next == y` from a node `x` it reached from `top` gets a `y` that
+//! was in the stack after `p` (when `x` left, `y` was its frozen or final
+//! successor, still in the stack), so `y` is not freed while it is pinned.
+//!
+//! # Helping a fulfilling node
+//!
+//! Let `f` be a fulfilling node and `m = f.next`.
+//!
+//! * **Only `f` can match `m`.** Nothing is pushed over `f` (everyone helps
+//!   it first), so while `f` is in the stack it is the top and `m` the
+//!   topmost reservation; a reservation is claimed only by a helper of the
+//!   fulfilling node right above it.
+//! * **At most one claim per `f`.** A claim needs `f.next` in `WAITING`.
+//!   `f.next` moves only off a *dead* reservation (terminal), so once a
+//!   claim wins on `m`, `f.next == m` for good, and every reservation `f.next`
+//!   pointed at before `m` was dead (never claimable) when it was unlinked.
+//!   Hence `f`'s value moves out at most once, by the one claimer, inside
+//!   [`Slot::fulfil_with`] after its claim won.
+//! * **`f.next` is final once `f` is off the top.** `f` is popped only after
+//!   a helper saw `f.next` null (never changes again: only a dead non-null
+//!   `f.next` is ever replaced) or claimed (`BUSY`/`FULFILLED`: never dead
+//!   again, so never unlinked).
+//! * **The owner's outcome.** The owner helps until `f` is off the top, then
+//!   reads the final `f.next`: non-null means a claim won, so the value is (or
+//!   is being) delivered and the push succeeded, at that claim. Null means no
+//!   claim ever happened or can happen, so the value is still in `f`; the
+//!   owner, and only the owner, moves it out, and retries as a plain push.
+//! * The reservation is fulfilled *while still in the stack* (`f` on top,
+//!   `m` under it) and popped only afterwards: popping first and writing
+//!   later would let other operations linearize ahead of a waiter that is
+//!   already out of the stack (the design note's trap).
+//!
+//! # Closing
+//!
+//! `close` seals `top` (tag `SEAL`), stores `closed`, issues `fence(SeqCst)`,
+//! and closes every waiting reservation. Its linearization point is the first
+//! store of `closed`; every operation that fails because it met the seal
+//! stores `closed` (and fences) itself first, so none reports "closed"
+//! earlier. Every CAS on `top` expects an unsealed value except the pop of a
+//! datum, which keeps the seal, so a closed stack still drains. `close` helps
+//! a fulfilling node off the top before it seals, and no fulfilling node can
+//! be pushed over a seal, so a sealed stack never has one on top.
+//!
+//! That is also why a claim here needs no closed check (the queue's Dekker
+//! handshake, see [`crate::slot`]): a claim of `m` wins only while `f` is on
+//! top (above: `f` leaves only after a claim was seen), so it precedes the
+//! seal, which precedes the close's linearization point. The push
+//! linearizes at the claim, before the close, and the claimer always
+//! delivers. (With the check, `BUSY` could end in `CLOSED` after `f` left,
+//! and the owner would have to wait for a helper to learn its outcome.)
+//!
+//! `try_pop` reads "empty" and "open" from one word (`top`), so unlike the
+//! queue it needs no re-check of `closed` after seeing the stack empty.
+//!
+//! # Synchronization
+//!
+//! * A node's contents (value, kind, `next`) are written before the `Release`
+//!   CAS that pushes it; everyone reaches nodes through `Acquire` loads of
+//!   `top` and of `next` words, and every CAS that installs a pointer is
+//!   `Release` (`AcqRel`), so each node read was published to the reader.
+//! * A claimer moves the value out of `f` (published by the owner's push)
+//!   into the reservation's cell, then stores `FULFILLED` with `Release`; the
+//!   waiter loads it with `Acquire` (see [`crate::slot`]).
+//! * The owner learns its outcome from `f.next` after an `Acquire` load of
+//!   `top` that no longer shows `f`, which synchronizes with the `top` CAS
+//!   that popped `f` (all later writes to `top` are CASes, so that CAS's
+//!   release sequence reaches the owner); the popper read the final
+//!   `f.next` before it.
+//!
+//! # Memory of a reservation
+//!
+//! As in the queue: the waiter holds no epoch guard while it waits; its
+//! reference keeps the slot alive. Claimers and `close` touch a slot only
+//! while pinned, before the stack's reference is released by the deferred
+//! function of its retirement, so unparking after the `FULFILLED` store is
+//! safe even if the waiter has already returned. A cancelled waiter cleans:
+//! it pops dead reservations off the top and unsplices those below, so any
+//! number of timed-out waits leaves memory flat.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
+use crate::slot::{Slot, WaitOutcome};
+use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
+use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
+
+/// Tag on a reservation's non-null `next`: frozen (module docs).
+const MARK: usize = 1;
+/// Tag on `top`: the stack is closed; nothing can be pushed.
+const SEAL: usize = 2;
+
+struct Node<T> {
+    /// The node below (module docs: a reservation's `next` word).
+    next: Atomic<Node<T>>,
+    /// 1 for data and fulfilling nodes (the stack's), 2 for reservations
+    /// (the stack's and the waiter's).
+    refs: AtomicUsize,
+    /// Whether this datum is a fulfilling node. Written only while the node
+    /// is unpublished (an `Owned`); fixed once it is pushed.
+    fulfilling: bool,
+    slot: Slot<T>,
+}
+
+impl<T> Node<T> {
+    fn datum(value: T) -> Owned<Self> {
+        Owned::new(Node {
+            next: Atomic::null(),
+            refs: AtomicUsize::new(1),
+            fulfilling: false,
+            slot: Slot::data(value),
+        })
+    }
+
+    fn reservation() -> Owned<Self> {
+        Owned::new(Node {
+            next: Atomic::null(),
+            refs: AtomicUsize::new(2),
+            fulfilling: false,
+            slot: Slot::reservation(),
+        })
+    }
+
+    /// A datum that is not a fulfilling node: its value is stored.
+    fn is_stored_value(&self) -> bool {
+        !self.fulfilling && !self.slot.is_reservation()
+    }
+
+    /// Drops one reference; the last one frees the node. Never drops a value:
+    /// whoever takes a value moves it out first.
+    ///
+    /// # Safety
+    ///
+    /// `node` came from `Node::datum` or `Node::reservation`, the caller owns
+    /// one of its references, and no one will touch the node through that
+    /// reference again.
+    unsafe fn release(node: *const Node<T>) {
+        // SAFETY: the caller's reference keeps the node alive until here.
+        let refs = unsafe { &(*node).refs };
+        // Release: our last accesses happen-before the free; pairs with the
+        // Acquire fence below, run by whoever drops the last reference.
+        if refs.fetch_sub(1, Ordering::Release) == 1 {
+            fence(Ordering::Acquire);
+            // SAFETY: that was the last reference; the node came from `Owned::new`.
+            drop(unsafe { Owned::from_raw(node as *mut Node<T>) });
+        }
+    }
+}
+
+/// Hands the stack's reference of a node that just left the stack to the
+/// epoch collector.
+///
+/// # Safety
+///
+/// The caller won the CAS that removed `node` from the stack (module docs,
+/// "Leaving the stack"), so this runs once per node, and no new reference
+/// to it can be created.
+unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
+    let raw = node.as_raw() as usize;
+    // SAFETY: threads pinned now may still read the node; the deferred
+    // release runs only after they unpin. The closure drops no `T` (values
+    // are moved out before a node's memory is freed, and a slot never drops
+    // its value), so running it after the stack (and any borrow in `T`) is
+    // gone is fine.
+    unsafe { guard.defer_unchecked(move || Node::release(raw as *const Node<T>)) }
+}
+
+/// Freezes a reservation's `next` (if it is not null) and returns the
+/// successor, untagged. Called before every attempt to remove the node, and
+/// only on nodes seen not `WAITING` (so a live waiter's `next` never freezes).
+fn freeze<'g, T>(node: &Node<T>, guard: &'g Guard) -> Shared<'g, Node<T>> {
+    debug_assert!(node.slot.is_reservation());
+    // Acquire: we may follow the successor; pairs with the Release CASes
+    // that installed it (push, unsplice).
+    let mut next = node.next.load(Ordering::Acquire, guard);
+    loop {
+        if next.is_null() || next.tag() & MARK != 0 {
+            return next.with_tag(0);
+        }
+        // AcqRel: the freeze must win or lose against unsplice CASes on this
+        // word (atomicity does that); Acquire on both sides as for the load.
+        match node.next.compare_exchange(
+            next,
+            next.with_tag(MARK),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            guard,
+        ) {
+            Ok(_) => return next,
+            Err(e) => next = e.current,
+        }
+    }
+}
+
+/// The result of one attempt to take a value or push a reservation.
+enum Step<T> {
+    Taken(T),
+    Empty,
+    Closed,
+    /// A reservation is pushed; the caller holds the waiter's reference.
+    Linked(*const Node<T>),
+}
+
+/// A lock-free, unbounded, multi-producer multi-consumer LIFO **dual** stack.
+///
+/// [`pop`](Self::pop) on an empty stack pushes a reservation and waits;
+/// [`push`](Self::push) hands its value to the newest waiting reservation
+/// directly. Values come out newest first, and waiting consumers are served
+/// newest first too: the most recently active consumer gets the next value,
+/// which is what object pools and caches want (its cache is warm).
+///
+/// # Examples
+///
+/// ```
+/// use dualq::DualStack;
+/// use std::sync::Arc;
+/// use std::thread;
+///
+/// let s = Arc::new(DualStack::new());
+/// let consumer = {
+///     let s = Arc::clone(&s);
+///     thread::spawn(move || s.pop().unwrap()) // waits: the stack is empty
+/// };
+/// s.push("hello").unwrap(); // handed straight to the waiting consumer
+/// assert_eq!(consumer.join().unwrap(), "hello");
+///
+/// let s = DualStack::new();
+/// s.push(1).unwrap();
+/// s.push(2).unwrap();
+/// assert_eq!(s.try_pop(), Ok(2)); // newest first
+/// assert_eq!(s.try_pop(), Ok(1));
+/// ```
+pub struct DualStack<T> {
+    top: CachePadded<Atomic<Node<T>>>,
+    /// Set (first) by the close's linearization point; see the module docs.
+    closed: CachePadded<AtomicBool>,
+    _marker: PhantomData<T>,
+}
+
+// SAFETY: values of type `T` move between threads through the stack, which is
+// all `T: Send` permits; every shared access goes through atomics or a slot
+// protocol that gives each value one owner at a time.
+unsafe impl<T: Send> Send for DualStack<T> {}
+// SAFETY: as above; `&DualStack` only lets a thread push (send) or pop (take
+// ownership of) values, never share a `&T`.
+unsafe impl<T: Send> Sync for DualStack<T> {}
+
+impl<T> DualStack<T> {
+    /// Creates an empty, open stack.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::<u64>::new();
+    /// assert!(s.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        DualStack {
+            top: CachePadded::new(Atomic::null()),
+            closed: CachePadded::new(AtomicBool::new(false)),
+            _marker: PhantomData,
+        }
+    }
+
+    /// Pushes `value`: hands it to the newest waiting consumer if there is
+    /// one, otherwise stores it on top. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`] with the value if the stack is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::new();
+    /// s.push(1).unwrap();
+    /// assert_eq!(s.try_pop(), Ok(1));
+    /// ```
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        // Acquire: pairs with the Release store in `note_closed`.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError(value));
+        }
+        let guard = &epoch::pin();
+        let mut node = Node::datum(value);
+        loop {
+            let top = self.top.load(Ordering::Acquire, guard);
+            if top.tag() & SEAL != 0 {
+                self.note_closed();
+                // SAFETY: `node` was never published, so its value is still
+                // there and we own it alone; the node is then freed without it.
+                return Err(PushError(unsafe { node.slot.take_data() }));
+            }
+            // SAFETY: a node loaded from `top` while pinned is not freed
+            // before we unpin (it is retired only after it leaves the stack).
+            match unsafe { top.as_ref() } {
+                Some(t) if t.fulfilling => {
+                    self.help(top, guard);
+                    continue;
+                }
+                Some(t) if t.slot.is_reservation() => {
+                    if !t.slot.is_waiting() {
+                        self.pop_dead_top(top, guard);
+                        continue;
+                    }
+                    node.fulfilling = true;
+                }
+                _ => node.fulfilling = false,
+            }
+            let fulfilling = node.fulfilling;
+            // Relaxed: published by the Release CAS below.
+            node.next.store(top, Ordering::Relaxed);
+            // Release: publishes the node's contents; pairs with the Acquire
+            // loads of `top`. Relaxed on failure: we only retry.
+            match self
+                .top
+                .compare_exchange(top, node, Ordering::Release, Ordering::Relaxed, guard)
+            {
+                Ok(_) if !fulfilling => return Ok(()),
+                Ok(f) => match self.complete(f, guard) {
+                    None => return Ok(()),
+                    Some(value) => node = Node::datum(value),
+                },
+                Err(e) => node = e.new,
+            }
+        }
+    }
+
+    /// Takes the newest value, waiting for one if the stack is empty.
+    ///
+    /// Waiting consumers are served newest first. The thread spins briefly
+    /// (it is on top when it starts waiting), then parks; it holds no epoch
+    /// guard and uses no CPU while parked.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError`] if the stack is closed and no value is stored (values
+    /// stored before the close are still drained first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::new();
+    /// s.push(1).unwrap();
+    /// s.close();
+    /// assert_eq!(s.pop(), Ok(1));
+    /// assert!(s.pop().is_err());
+    /// ```
+    pub fn pop(&self) -> Result<T, PopError> {
+        self.pop_until(None).map_err(|_| PopError)
+    }
+
+    /// Takes the newest value if there is one. Never blocks and never leaves
+    /// a reservation behind.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPopError::Empty`] if no value is stored, [`TryPopError::Closed`]
+    /// if additionally the stack is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::{DualStack, TryPopError};
+    ///
+    /// let s = DualStack::new();
+    /// assert_eq!(s.try_pop(), Err(TryPopError::Empty));
+    /// s.push(5).unwrap();
+    /// assert_eq!(s.try_pop(), Ok(5));
+    /// ```
+    pub fn try_pop(&self) -> Result<T, TryPopError> {
+        match self.take_or_link(false, &epoch::pin()) {
+            Step::Taken(value) => Ok(value),
+            Step::Empty => Err(TryPopError::Empty),
+            Step::Closed => Err(TryPopError::Closed),
+            Step::Linked(_) => unreachable!("try_pop never links"),
+        }
+    }
+
+    /// Like [`pop`](Self::pop), but gives up after `timeout`.
+    ///
+    /// A zero timeout behaves like [`try_pop`](Self::try_pop); a timeout too
+    /// large to represent as an [`Instant`] waits for ever. A consumer whose
+    /// timeout races a push that already handed it a value returns the value.
+    ///
+    /// # Errors
+    ///
+    /// [`PopTimeoutError::Timeout`] if no value came in time (the reservation
+    /// is cancelled and removed), [`PopTimeoutError::Closed`] if the stack is
+    /// closed and empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::{DualStack, PopTimeoutError};
+    /// use std::time::Duration;
+    ///
+    /// let s = DualStack::<i32>::new();
+    /// assert_eq!(s.pop_timeout(Duration::from_millis(5)), Err(PopTimeoutError::Timeout));
+    /// ```
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopTimeoutError> {
+        // `None` (overflow) means a deadline beyond any clock: wait for ever.
+        self.pop_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`pop`](Self::pop), but gives up at `deadline`. A deadline in the
+    /// past behaves like [`try_pop`](Self::try_pop).
+    ///
+    /// # Errors
+    ///
+    /// As [`pop_timeout`](Self::pop_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::DualStack;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let s = DualStack::new();
+    /// s.push(3).unwrap();
+    /// assert_eq!(s.pop_deadline(Instant::now() + Duration::from_secs(1)), Ok(3));
+    /// ```
+    pub fn pop_deadline(&self, deadline: Instant) -> Result<T, PopTimeoutError> {
+        self.pop_until(Some(deadline))
+    }
+
+    /// Closes the stack: wakes every waiting consumer, makes later pushes
+    /// fail (handing their values back), and lets pops drain what is stored
+    /// (newest first) before they report closed. Returns `true` if this call
+    /// closed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::<u8>::new();
+    /// assert!(s.close());
+    /// assert!(!s.close());
+    /// assert!(s.is_closed());
+    /// ```
+    pub fn close(&self) -> bool {
+        let guard = &epoch::pin();
+        let sealed_here = loop {
+            let top = self.top.load(Ordering::Acquire, guard);
+            if top.tag() & SEAL != 0 {
+                break false;
+            }
+            // SAFETY: loaded from `top` while pinned.
+            if unsafe { top.as_ref() }.is_some_and(|t| t.fulfilling) {
+                // Never seal over a fulfilling node (module docs, "Closing").
+                self.help(top, guard);
+                continue;
+            }
+            // Acquire: we walk the nodes below next; pairs with the Release
+            // CASes that pushed them. Relaxed on failure: we only retry.
+            if self
+                .top
+                .compare_exchange(
+                    top,
+                    top.with_tag(SEAL),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                    guard,
+                )
+                .is_ok()
+            {
+                break true;
+            }
+        };
+        self.note_closed();
+        // Wake every reservation still waiting. All were pushed before the
+        // seal and none can leave the stack while waiting, so all are
+        // reachable from `top`; nothing but reservations lies under one.
+        let mut node = self.top.load(Ordering::Acquire, guard);
+        // SAFETY: reached from `top` while pinned (module docs: every `next`
+        // read leads to a node that was in the stack after we pinned).
+        while let Some(node_ref) = unsafe { node.as_ref() } {
+            if !node_ref.slot.is_reservation() {
+                break; // data: no reservation in the stack
+            }
+            node_ref.slot.close_reservation();
+            node = node_ref.next.load(Ordering::Acquire, guard);
+        }
+        sealed_here
+    }
+
+    /// Whether the stack is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::<u8>::new();
+    /// assert!(!s.is_closed());
+    /// s.close();
+    /// assert!(s.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release store in `note_closed`.
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether no value is stored (a snapshot; O(1)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::new();
+    /// assert!(s.is_empty());
+    /// s.push(1).unwrap();
+    /// assert!(!s.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        let guard = &epoch::pin();
+        let top = self.top.load(Ordering::Acquire, guard);
+        // SAFETY: loaded from `top` while pinned. A fulfilling node's value
+        // is being handed over, not stored.
+        unsafe { top.as_ref() }.map_or(true, |t| !t.is_stored_value())
+    }
+
+    /// The number of stored values: a snapshot that walks the stack, so it
+    /// costs O(n) and may be stale when it returns under concurrent use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::new();
+    /// s.push('a').unwrap();
+    /// s.push('b').unwrap();
+    /// assert_eq!(s.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.count(Node::is_stored_value)
+    }
+
+    /// The number of consumers waiting right now: a snapshot that walks the
+    /// stack (O(waiters)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::<u8>::new();
+    /// assert_eq!(s.waiting_consumers(), 0);
+    /// ```
+    pub fn waiting_consumers(&self) -> usize {
+        self.count(|node| node.slot.is_reservation() && node.slot.is_waiting())
+    }
+
+    fn count(&self, counts: impl Fn(&Node<T>) -> bool) -> usize {
+        let guard = &epoch::pin();
+        let mut node = self.top.load(Ordering::Acquire, guard);
+        let mut n = 0;
+        // SAFETY: every node is reached from `top` while pinned (module docs).
+        while let Some(node_ref) = unsafe { node.as_ref() } {
+            n += usize::from(counts(node_ref));
+            node = node_ref.next.load(Ordering::Acquire, guard);
+        }
+        n
+    }
+
+    /// The blocking pop with an optional deadline.
+    fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
+        let expired = deadline.is_some_and(|d| Instant::now() >= d);
+        let node = {
+            let guard = &epoch::pin();
+            match self.take_or_link(!expired, guard) {
+                Step::Taken(value) => return Ok(value),
+                Step::Empty => return Err(PopTimeoutError::Timeout),
+                Step::Closed => return Err(PopTimeoutError::Closed),
+                Step::Linked(node) => node,
+            }
+            // The guard is dropped here: never hold it while waiting.
+        };
+        // SAFETY: we hold the waiter's reference to the pushed node.
+        let slot = unsafe { &(*node).slot };
+        // Spin first: a new reservation is always the top, served next.
+        let result = match slot.wait(deadline, true) {
+            WaitOutcome::Value(value) => Ok(value),
+            WaitOutcome::Closed => Err(PopTimeoutError::Closed),
+            WaitOutcome::Cancelled => {
+                self.clean(&epoch::pin());
+                Err(PopTimeoutError::Timeout)
+            }
+        };
+        // SAFETY: the wait is over; this is the waiter's reference.
+        unsafe { Node::release(node) };
+        result
+    }
+
+    /// One pop attempt: takes the newest value, or reports empty/closed, or
+    /// (if `link`) pushes a reservation for the caller to wait on.
+    fn take_or_link(&self, link: bool, guard: &Guard) -> Step<T> {
+        let mut reservation: Option<Owned<Node<T>>> = None;
+        loop {
+            let top = self.top.load(Ordering::Acquire, guard);
+            let sealed = top.tag() & SEAL != 0;
+            // SAFETY: loaded from `top` while pinned.
+            match unsafe { top.as_ref() } {
+                Some(t) if t.fulfilling => self.help(top, guard),
+                Some(t) if !t.slot.is_reservation() => {
+                    // Data: pop it, keeping the seal if there is one.
+                    // Relaxed: a datum's `next` is fixed before its push,
+                    // which our Acquire load of `top` synchronized with.
+                    let below = t.next.load(Ordering::Relaxed, guard);
+                    // AcqRel: Acquire keeps our reads of the node (and the
+                    // value) after the pop; Release orders our earlier
+                    // accesses before the node's retirement for the next
+                    // popper. Relaxed on failure: we only retry.
+                    if self
+                        .top
+                        .compare_exchange(
+                            top,
+                            below.with_tag(top.tag()),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                            guard,
+                        )
+                        .is_ok()
+                    {
+                        // SAFETY: our CAS popped this datum, so we are its
+                        // only taker (state table, data row); its push
+                        // (Release) and our Acquire load published the value.
+                        let value = unsafe { t.slot.take_data() };
+                        // SAFETY: we won the CAS that removed it.
+                        unsafe { retire(guard, top) };
+                        return Step::Taken(value);
+                    }
+                }
+                // A dead reservation on an open stack: pop it, so timed-out
+                // consumers alone cannot pile up nodes.
+                Some(t) if !sealed && !t.slot.is_waiting() => self.pop_dead_top(top, guard),
+                _ if sealed => {
+                    self.note_closed();
+                    return Step::Closed;
+                }
+                // Empty and open, seen in one load of `top`: no re-check of
+                // `closed` needed (module docs, "Closing").
+                _ if !link => return Step::Empty,
+                _ => {
+                    let node = reservation.take().unwrap_or_else(Node::reservation);
+                    // Relaxed: published by the Release CAS below.
+                    node.next.store(top, Ordering::Relaxed);
+                    // Release: publishes the node; pairs with the Acquire
+                    // loads of `top`. Relaxed on failure: we only retry.
+                    match self.top.compare_exchange(
+                        top,
+                        node,
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                        guard,
+                    ) {
+                        Ok(node) => return Step::Linked(node.as_raw()),
+                        Err(e) => reservation = Some(e.new),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The owner's side of the fulfilling node `f` it has just pushed: helps
+    /// until `f` is off the top, then returns `None` if a reservation claimed
+    /// its value, or the value if every reservation under `f` vanished first
+    /// (module docs, "Helping a fulfilling node").
+    fn complete(&self, f: Shared<'_, Node<T>>, guard: &Guard) -> Option<T> {
+        self.help(f, guard);
+        // SAFETY: `f` was pushed by us while pinned; it is retired no earlier
+        // than its pop, so it is not freed before we unpin.
+        let f_ref = unsafe { f.deref() };
+        // Acquire: `help` returned after an Acquire load of `top` without
+        // `f`, so this reads the final `f.next` the popper saw (module docs).
+        if f_ref.next.load(Ordering::Acquire, guard).is_null() {
+            // SAFETY: (1) `f` is off the top with `f.next` null, which is
+            // final and means no claim ever won for `f`, nor can one now, so
+            // the value is still in `f`; (2) only the owner takes a value back
+            // out of `f`, and it does so here, once.
+            Some(unsafe { f_ref.slot.take_data() })
+        } else {
+            None
+        }
+    }
+
+    /// Completes the fulfilling node `f` if it is still on top: claims the
+    /// reservation under it and pops both, or unlinks a dead reservation
+    /// from under it, or pops it alone if no reservation is left. Returns
+    /// once `f` is off the top. Everyone who meets `f` on top runs this
+    /// before doing its own work.
+    fn help(&self, f: Shared<'_, Node<T>>, guard: &Guard) {
+        // SAFETY: `f` was loaded from `top` while pinned (or pushed by us).
+        let f_ref = unsafe { f.deref() };
+        debug_assert!(f_ref.fulfilling && f.tag() == 0, "sealed fulfilling node");
+        // Acquire: pairs with the Release CASes on `top`, so once `f` is gone
+        // we see what its popper saw (see `complete`).
+        while self.top.load(Ordering::Acquire, guard) == f {
+            // Acquire: we follow it; pairs with the unlink CAS below and the
+            // push that published `f`.
+            let m = f_ref.next.load(Ordering::Acquire, guard);
+            debug_assert_eq!(m.tag(), 0, "a fulfilling node's next is never frozen");
+            // SAFETY: reached from `f` while pinned (module docs).
+            let Some(m_ref) = (unsafe { m.as_ref() }) else {
+                // Every reservation under `f` vanished: pop `f` alone; its
+                // owner takes the value back. AcqRel: Release hands our read
+                // of the (final, null) `f.next` to the owner; Acquire orders
+                // the retirement after the pop. Relaxed on failure: we retry.
+                if self
+                    .top
+                    .compare_exchange(
+                        f,
+                        Shared::null(),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                        guard,
+                    )
+                    .is_ok()
+                {
+                    // SAFETY: we won the CAS that popped `f`.
+                    unsafe { retire(guard, f) };
+                }
+                continue;
+            };
+            if m_ref.slot.is_waiting() {
+                // The fulfilment: one CAS on `m`'s own slot while `m` is in
+                // the stack. The value leaves `f` only if the claim wins.
+                // SAFETY (of the closure): it runs only after our claim of
+                // `m == f.next` won; at most one claim ever wins for `f` and
+                // the owner takes the value back only if none did (module
+                // docs), so this is the value's one move out of `f`; `f` was
+                // published to us by the Acquire load that found it on top.
+                let _ = m_ref
+                    .slot
+                    .fulfil_with(|| unsafe { f_ref.slot.take_data() }, None);
+            }
+            let below = freeze(m_ref, guard);
+            if m_ref.slot.is_claimed() {
+                // Matched (by a helper of `f`: only `f` can match `m`): pop
+                // both. AcqRel: as for the pop of `f` alone (our read of the
+                // final `f.next == m` goes to the owner).
+                if self
+                    .top
+                    .compare_exchange(f, below, Ordering::AcqRel, Ordering::Relaxed, guard)
+                    .is_ok()
+                {
+                    // SAFETY: we won the CAS that popped `f` and `m`.
+                    unsafe {
+                        retire(guard, f);
+                        retire(guard, m);
+                    }
+                }
+            } else {
+                // `m` is cancelled or closed (it is not waiting and not
+                // claimed, and both are final): unlink it from under `f`.
+                // AcqRel: Release publishes `below` to readers of `f.next`;
+                // Acquire orders the retirement after the unlink. Relaxed on
+                // failure: we retry.
+                if f_ref
+                    .next
+                    .compare_exchange(m, below, Ordering::AcqRel, Ordering::Relaxed, guard)
+                    .is_ok()
+                {
+                    // SAFETY: we won the CAS that removed `m` (module docs:
+                    // `f` is on top while `f.next` is dead).
+                    unsafe { retire(guard, m) };
+                }
+            }
+        }
+    }
+
+    /// Pops the dead reservation `t` (loaded from `top`, unsealed) off the
+    /// top, freezing its `next` first.
+    fn pop_dead_top(&self, t: Shared<'_, Node<T>>, guard: &Guard) {
+        // SAFETY: loaded from `top` while pinned.
+        let below = freeze(unsafe { t.deref() }, guard);
+        // AcqRel: Release keeps our accesses to `t` before its retirement and
+        // publishes nothing new; Acquire pairs with other poppers. Relaxed on
+        // failure: the caller retries.
+        if self
+            .top
+            .compare_exchange(t, below, Ordering::AcqRel, Ordering::Relaxed, guard)
+            .is_ok()
+        {
+            // SAFETY: we won the CAS that popped `t`.
+            unsafe { retire(guard, t) };
+        }
+    }
+
+    /// After a cancel: removes dead reservations, popping them off the top
+    /// and unsplicing those below (module docs, "Leaving the stack"). Returns
+    /// once a walk from the top found none left (or the stack is sealed or
+    /// holds data).
+    fn clean(&self, guard: &Guard) {
+        'restart: loop {
+            let top = self.top.load(Ordering::Acquire, guard);
+            if top.tag() & SEAL != 0 {
+                // Closed: no reservation is pushed any more, the rest stay
+                // until the stack is dropped.
+                return;
+            }
+            // SAFETY: loaded from `top` while pinned.
+            let Some(t) = (unsafe { top.as_ref() }) else {
+                return;
+            };
+            if t.fulfilling {
+                self.help(top, guard);
+                continue;
+            }
+            if !t.slot.is_reservation() {
+                return; // data: no reservation in the stack
+            }
+            if !t.slot.is_waiting() {
+                self.pop_dead_top(top, guard);
+                continue;
+            }
+            let mut pred = t;
+            let mut cur = t.next.load(Ordering::Acquire, guard);
+            loop {
+                if cur.tag() & MARK != 0 {
+                    continue 'restart; // `pred` died and is leaving
+                }
+                // SAFETY: reached from `top` while pinned (module docs).
+                let Some(cur_ref) = (unsafe { cur.as_ref() }) else {
+                    return;
+                };
+                if cur_ref.slot.is_waiting() {
+                    pred = cur_ref;
+                    // Acquire: we follow it; pairs with the Release CASes
+                    // that installed it.
+                    cur = cur_ref.next.load(Ordering::Acquire, guard);
+                    continue;
+                }
+                let below = freeze(cur_ref, guard);
+                // AcqRel: Release publishes `below` to readers of `pred.next`;
+                // Acquire orders the retirement after the unsplice. Fails if
+                // `pred` is leaving (its `next` frozen) or changed.
+                match pred.next.compare_exchange(
+                    cur,
+                    below,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                    guard,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: we won the CAS that unspliced `cur` from the
+                        // live stack (module docs).
+                        unsafe { retire(guard, cur) };
+                        cur = below;
+                    }
+                    Err(_) => continue 'restart,
+                }
+            }
+        }
+    }
+
+    /// Stores `closed` after seeing the seal, before reporting "closed", so no
+    /// operation reports it ahead of the close's linearization point.
+    fn note_closed(&self) {
+        // Release: pairs with the Acquire loads in `push` and `is_closed`.
+        self.closed.store(true, Ordering::Release);
+        // SeqCst: `Slot::close_reservation` expects its caller to have
+        // fenced after storing `closed` (the queue's Dekker handshake). The
+        // stack's claims do not rely on it (module docs, "Closing"); the
+        // fence keeps one closing protocol for both structures.
+        fence(Ordering::SeqCst);
+    }
+}
+
+impl<T> Drop for DualStack<T> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no other thread can touch the stack, and no
+        // waiter remains (waiters borrow the stack).
+        let guard = unsafe { epoch::unprotected() };
+        // If a value's `drop` panics, unwinding drops `rest`, which frees the
+        // remaining nodes and values; a second panic aborts, as in `Vec`.
+        let mut rest = Chain {
+            next: self.top.load(Ordering::Relaxed, guard).as_raw(),
+        };
+        while let Some(value) = rest.pop() {
+            drop(value);
+        }
+    }
+}
+
+/// The nodes of a stack being dropped.
+struct Chain<T> {
+    next: *const Node<T>,
+}
+
+impl<T> Chain<T> {
+    /// Frees the next node; returns its value, if it stores one.
+    fn pop(&mut self) -> Option<Option<T>> {
+        let node = self.next; // `as_raw` already stripped the tag bits
+        if node.is_null() {
+            return None;
+        }
+        // SAFETY: the stack is being dropped; this is the stack's reference
+        // to a node still in it, and no waiter holds the other one.
+        unsafe {
+            self.next = (*node)
+                .next
+                .load(Ordering::Relaxed, epoch::unprotected())
+                .as_raw();
+            // A fulfilling node leaves the top before its owner's `push`
+            // returns, and every `push` has returned (it borrows the stack),
+            // so none is left here. Were one left, its value might have been
+            // claimed; leaking it would be the safe choice, so it is skipped.
+            debug_assert!(
+                !(*node).fulfilling,
+                "fulfilling node left in a dropped stack"
+            );
+            let value = (*node).is_stored_value().then(|| (*node).slot.take_data());
+            Node::release(node);
+            Some(value)
+        }
+    }
+}
+
+impl<T> Drop for Chain<T> {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
+    }
+}
+
+impl<T> Default for DualStack<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for DualStack<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("DualStack { .. }")
+    }
+}
