@@ -182,7 +182,7 @@ fn push_races_close_with_waiter() {
             (Err(e), Err(_)) => assert_eq!(e.into_inner(), 4),
             other => panic!("lost or duplicated value: {other:?}"),
         }
-        assert!(q.try_pop().is_err());
+        assert_eq!(q.try_pop(), Err(TryPopError::Closed));
     });
 }
 

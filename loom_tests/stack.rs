@@ -5,6 +5,14 @@
 //! As for the queue, loom has no clock: a timed wait behaves as if its
 //! deadline fires right after its first check, so `pop_timeout` models a
 //! cancel racing a fulfilment at every point.
+//!
+//! Three-thread models run at preemption bound 1. Loom's bounded search is
+//! not exhaustive for every one-preemption schedule, so where it matters a
+//! model lets one thread yield until the other has started (the race then
+//! needs no extra preemption). Deeper runs pass too, e.g.
+//! `LOOM_MAX_PREEMPTIONS=2` on `stack_helping_second_pusher` (2.5 million
+//! interleavings, about 3 minutes), which is what catches a push that
+//! skips helping and pushes over a fulfilling node.
 
 use super::model;
 use dualq::{DualStack, PopTimeoutError, TryPopError};
@@ -180,6 +188,30 @@ fn stack_timeout_over_waiter_races_push() {
         }
         assert_eq!(s.try_pop(), Err(TryPopError::Empty));
         assert_eq!(s.waiting_consumers(), 0);
+    });
+}
+
+/// Two timed-out pops cancelling and cleaning at once: each may pop the
+/// other's dead reservation off the top, or unsplice it from under a live
+/// one. Both time out, nothing is left waiting, and a push afterwards is
+/// stored. This is where a cleaner's unsplice through a node that was just
+/// popped would retire a node still on top, were a popped node's `next` not
+/// frozen first.
+#[test]
+fn stack_two_timeouts_clean() {
+    model("stack_two_timeouts_clean", 3, || {
+        let s = Arc::new(DualStack::<i32>::new());
+        let other = {
+            let s = s.clone();
+            thread::spawn(move || s.pop_timeout(Duration::from_secs(60)))
+        };
+        let mine = s.pop_timeout(Duration::from_secs(60));
+        assert_eq!(mine, Err(PopTimeoutError::Timeout));
+        assert_eq!(other.join().unwrap(), Err(PopTimeoutError::Timeout));
+        assert_eq!(s.waiting_consumers(), 0);
+        s.push(8).unwrap();
+        assert_eq!(s.try_pop(), Ok(8));
+        assert_eq!(s.try_pop(), Err(TryPopError::Empty));
     });
 }
 

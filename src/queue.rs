@@ -628,7 +628,10 @@ impl<T> DualQueue<T> {
                     // SeqCst: orders the emptiness we just saw before the
                     // `closed` load; pairs with the fence in `note_closed`.
                     fence(Ordering::SeqCst);
-                    if self.closed.load(Ordering::Relaxed) {
+                    // Acquire: pairs with the Release store in `note_closed`,
+                    // so the look once more sees every append that preceded
+                    // the seal.
+                    if self.closed.load(Ordering::Acquire) {
                         saw_closed = true; // look once more: it is final now
                         continue;
                     }

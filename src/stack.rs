@@ -52,7 +52,7 @@
 //! # Leaving the stack
 //!
 //! A node leaves the stack by exactly one successful CAS, and its winner
-//! retires it (exactly once):
+//! retires it (exactly once; debug and loom builds assert it):
 //! 1. a `top` CAS popping it (a datum; a dead reservation; a fulfilling node
 //!    together with the reservation it matched; a fulfilling node alone);
 //! 2. a CAS `p.next: c -> c.next` unlinking a dead reservation `c` from its
@@ -180,6 +180,11 @@ struct Node<T> {
     /// is unpublished (an `Owned`); fixed once it is pushed.
     fulfilling: bool,
     slot: Slot<T>,
+    /// Debug and loom builds check that every node is retired exactly once
+    /// (module docs, "Leaving the stack"). A plain `std` atomic, so that loom
+    /// does not explore it.
+    #[cfg(any(debug_assertions, loom))]
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Node<T> {
@@ -189,6 +194,8 @@ impl<T> Node<T> {
             refs: AtomicUsize::new(1),
             fulfilling: false,
             slot: Slot::data(value),
+            #[cfg(any(debug_assertions, loom))]
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -198,6 +205,8 @@ impl<T> Node<T> {
             refs: AtomicUsize::new(2),
             fulfilling: false,
             slot: Slot::reservation(),
+            #[cfg(any(debug_assertions, loom))]
+            retired: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -236,6 +245,15 @@ impl<T> Node<T> {
 /// "Leaving the stack"), so this runs once per node, and no new reference
 /// to it can be created.
 unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
+    #[cfg(any(debug_assertions, loom))]
+    {
+        // SAFETY: the caller removed `node` while pinned; it is not freed yet.
+        let retired = unsafe { &node.deref().retired };
+        // Relaxed: only the swap's atomicity matters (two retirements of one
+        // node cannot both see `false`).
+        let twice = retired.swap(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!twice, "a stack node was retired twice");
+    }
     let raw = node.as_raw() as usize;
     // SAFETY: threads pinned now may still read the node; the deferred
     // release runs only after they unpin. The closure drops no `T` (values
