@@ -643,26 +643,55 @@ fn waiter_order_mixed_flavours() {
     });
 }
 
+/// Polls `cond` until it holds; fails the test after [`PATIENCE`].
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_micros(50));
+    }
+}
+
 // A waiter that timed out in the middle of the line is skipped: the value goes to the next live waiter.
 #[test]
 fn cancelled_waiter_is_skipped() {
-    let q = DualQueue::new();
-    thread::scope(|s| {
-        let _close = CloseOnUnwind(&q);
-        let a = s.spawn(|| q.pop());
-        wait_for_waiters(&q, 1);
-        let b = s.spawn(|| q.pop_timeout(Duration::from_millis(50)));
-        wait_for_waiters(&q, 2);
-        let c = s.spawn(|| q.pop());
-        wait_for_waiters(&q, 3);
-        assert_eq!(b.join().unwrap(), Err(PopTimeoutError::Timeout));
-        wait_for_waiters(&q, 2);
-        q.push(1).unwrap();
-        q.push(2).unwrap();
-        assert_eq!(a.join().unwrap(), Ok(1));
-        assert_eq!(c.join().unwrap(), Ok(2));
-    });
-    assert!(q.is_empty());
+    // B must still be waiting when C lines up behind it; on a loaded machine
+    // that may take longer than B's timeout, so retry with longer ones.
+    let mut timeout = Duration::from_millis(20);
+    loop {
+        let q = DualQueue::new();
+        let achieved = thread::scope(|s| {
+            let _close = CloseOnUnwind(&q);
+            let q = &q;
+            let a = s.spawn(move || q.pop());
+            wait_for_waiters(q, 1);
+            let b = s.spawn(move || q.pop_timeout(timeout));
+            wait_until("B to wait", || {
+                q.waiting_consumers() == 2 || b.is_finished()
+            });
+            let c = s.spawn(move || q.pop());
+            wait_until("C to wait", || {
+                q.waiting_consumers() == 3 || b.is_finished()
+            });
+            let achieved = q.waiting_consumers() == 3 || !b.is_finished();
+            assert_eq!(b.join().unwrap(), Err(PopTimeoutError::Timeout));
+            wait_for_waiters(q, 2);
+            q.push(1).unwrap();
+            q.push(2).unwrap();
+            assert_eq!(a.join().unwrap(), Ok(1));
+            assert_eq!(c.join().unwrap(), Ok(2));
+            achieved
+        });
+        assert!(q.is_empty());
+        if achieved {
+            break;
+        }
+        timeout *= 2;
+        assert!(
+            timeout < PATIENCE,
+            "could never line up A, B, C before B timed out"
+        );
+    }
 }
 
 // Oversubscribed: 40 waiters started one after another get 0..40 in that order.
