@@ -285,6 +285,9 @@ impl<T> Slot<T> {
                         }
                     } else if spin && !spinner.is_completed() {
                         spinner.snooze();
+                        // A yield can take milliseconds on a loaded machine:
+                        // honour the deadline during the spin phase too.
+                        deadline_passed = deadline.is_some_and(|d| Instant::now() >= d);
                     } else {
                         deadline_passed = park_until(deadline);
                     }
