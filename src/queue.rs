@@ -82,6 +82,12 @@ const MARK: usize = 1;
 /// Tag on a null `next`: the queue is closed; nothing can be appended.
 const SEAL: usize = 2;
 
+// `MARK | SEAL` live in the low bits of a node pointer: nodes must be
+// aligned to at least 4 (their `AtomicUsize` fields make them 8 on every
+// target with atomics); crossbeam-epoch would silently drop a tag that does
+// not fit.
+const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL));
+
 struct Node<T> {
     next: Atomic<Node<T>>,
     /// 1 for data nodes (the list's), 2 for reservations (list + waiter).

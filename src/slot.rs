@@ -226,8 +226,9 @@ impl<T> Slot<T> {
         if !self.is_reservation() {
             return false;
         }
-        // Release: pairs with the waiter's Acquire load (nothing is published
-        // besides the state itself, but the waiter's exit must not float above).
+        // Release: pairs with the waiter's Acquire load. It publishes the
+        // caller's earlier store of the structure's `closed` flag, so a waiter
+        // that returns "closed" is guaranteed to see `is_closed()` true.
         let closed = self
             .state
             .compare_exchange(WAITING, CLOSED, Ordering::Release, Ordering::Relaxed)

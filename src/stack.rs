@@ -170,6 +170,12 @@ const MARK: usize = 1;
 /// Tag on `top`: the stack is closed; nothing can be pushed.
 const SEAL: usize = 2;
 
+// `MARK | SEAL` live in the low bits of a node pointer: nodes must be
+// aligned to at least 4 (their `AtomicUsize` fields make them 8 on every
+// target with atomics); crossbeam-epoch would silently drop a tag that does
+// not fit.
+const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL));
+
 struct Node<T> {
     /// The node below (module docs: a reservation's `next` word).
     next: Atomic<Node<T>>,
