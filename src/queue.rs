@@ -626,6 +626,14 @@ impl<T> DualQueue<T> {
                         self.advance_head(head, first, guard);
                         continue;
                     }
+                    if !first_ref.slot.is_reservation() {
+                        // A datum behind a lagging `tail` (its push is between
+                        // its link and its tail CAS), or a stale snapshot:
+                        // help `tail` along and look again, so a linked value
+                        // is never reported missing.
+                        self.advance_tail(tail, guard);
+                        continue;
+                    }
                 }
                 if !link {
                     if saw_closed {
