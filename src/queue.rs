@@ -57,6 +57,24 @@
 //! returning, so none can report "closed" earlier. A push that is fulfilling
 //! a reservation checks `closed` after its claim (see [`crate::slot`]).
 //!
+//! # Synchronization
+//!
+//! * A node's contents (slot, `next`) are written before the `Release` CAS
+//!   that appends it; everyone reaches nodes through `Acquire` loads of
+//!   `head`, `tail` and `next` words, and every CAS that installs a pointer
+//!   in them is `Release` or `AcqRel`, so each node read was published to
+//!   its reader (directly, or transitively through the helper that moved
+//!   `head`/`tail` after acquiring the node).
+//! * Freezes and unlinks are `AcqRel` CASes on the same `next` word, so of a
+//!   freeze and an unlink racing there exactly one wins and the loser sees
+//!   the winner's value.
+//! * The fulfilment hand-off (value, then `FULFILLED` with `Release`, read
+//!   with `Acquire`) and the close/fulfil Dekker pair of `fence(SeqCst)`s are
+//!   in [`crate::slot`]; `closed` is stored `Release` and loaded `Acquire`,
+//!   so whoever sees it set also sees the seal and every append before it.
+//! * `refs` is decremented with `Release`; the last owner's `Acquire` fence
+//!   orders every earlier access before the free.
+//!
 //! # Memory of a reservation
 //!
 //! A reservation node has two references: the list's (released by a deferred

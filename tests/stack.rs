@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DropLog, Tracked, PATIENCE};
+use common::{wait_for_waiters, DropLog, Tracked, PATIENCE};
 use dualq::{DualStack, PopError, PopTimeoutError, PushError, TryPopError};
 
 /// Values moved through the stack by the spsc tests.
@@ -41,23 +41,6 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
-    }
-}
-
-/// Polls until exactly `n` consumers wait on `s`; panics after [`PATIENCE`].
-fn wait_for_waiters<T>(s: &DualStack<T>, n: usize) {
-    let start = Instant::now();
-    loop {
-        let now = s.waiting_consumers();
-        if now == n {
-            return;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "expected {n} waiting consumers, still see {now} after {PATIENCE:?}"
-        );
-        thread::yield_now();
-        thread::sleep(Duration::from_micros(50));
     }
 }
 

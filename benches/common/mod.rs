@@ -39,60 +39,49 @@ pub trait Queue: 'static {
     fn close(tx: Self::Tx);
 }
 
-pub struct Dual;
+/// A dualq structure seen as a channel: both handles are the same `Arc`, and
+/// the stream ends with `close()` (a shared structure does not notice its
+/// handles going away). One macro for both, so they are measured alike.
+macro_rules! dualq_contender {
+    ($(#[$doc:meta])* $name:ident, $ty:ident, $label:literal) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl Queue for Dual {
-    const NAME: &'static str = "dualq";
-    const MULTI_CONSUMER: bool = true;
-    type Tx = Arc<DualQueue<u64>>;
-    type Rx = Arc<DualQueue<u64>>;
+        impl Queue for $name {
+            const NAME: &'static str = $label;
+            const MULTI_CONSUMER: bool = true;
+            type Tx = Arc<$ty<u64>>;
+            type Rx = Arc<$ty<u64>>;
 
-    fn channel() -> (Self::Tx, Self::Rx) {
-        let q = Arc::new(DualQueue::new());
-        (Arc::clone(&q), q)
-    }
-    fn send(tx: &Self::Tx, value: u64) {
-        tx.push(value).expect("push on an open queue");
-    }
-    fn recv(rx: &Self::Rx) -> Option<u64> {
-        rx.pop().ok()
-    }
-    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
-        Arc::clone(rx)
-    }
-    fn close(tx: Self::Tx) {
-        // A shared queue does not notice its handles going away: close it.
-        tx.close();
-    }
+            fn channel() -> (Self::Tx, Self::Rx) {
+                let s = Arc::new($ty::new());
+                (Arc::clone(&s), s)
+            }
+            fn send(tx: &Self::Tx, value: u64) {
+                tx.push(value).expect("push on an open structure");
+            }
+            fn recv(rx: &Self::Rx) -> Option<u64> {
+                rx.pop().ok()
+            }
+            fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+                Arc::clone(rx)
+            }
+            fn close(tx: Self::Tx) {
+                tx.close();
+            }
+        }
+    };
 }
 
-/// The dual stack: LIFO values, newest waiter first. Runs every workload
-/// (the sums do not care about order); its home ground is the pool.
-pub struct DualStackQ;
-
-impl Queue for DualStackQ {
-    const NAME: &'static str = "dualq-stack";
-    const MULTI_CONSUMER: bool = true;
-    type Tx = Arc<DualStack<u64>>;
-    type Rx = Arc<DualStack<u64>>;
-
-    fn channel() -> (Self::Tx, Self::Rx) {
-        let s = Arc::new(DualStack::new());
-        (Arc::clone(&s), s)
-    }
-    fn send(tx: &Self::Tx, value: u64) {
-        tx.push(value).expect("push on an open stack");
-    }
-    fn recv(rx: &Self::Rx) -> Option<u64> {
-        rx.pop().ok()
-    }
-    fn clone_rx(rx: &Self::Rx) -> Self::Rx {
-        Arc::clone(rx)
-    }
-    fn close(tx: Self::Tx) {
-        tx.close();
-    }
-}
+dualq_contender!(
+    /// The dual queue: FIFO values, oldest waiter first.
+    Dual, DualQueue, "dualq"
+);
+dualq_contender!(
+    /// The dual stack: LIFO values, newest waiter first. Runs every workload
+    /// (the sums do not care about order); its home ground is the pool.
+    DualStackQ, DualStack, "dualq-stack"
+);
 
 pub struct Crossbeam;
 

@@ -15,11 +15,34 @@ use dualq::DualQueue;
 /// tests of one binary run in parallel.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// A structure whose waiting consumers can be counted (both dualq types).
+pub trait Waiters {
+    fn waiting(&self) -> usize;
+}
+
+impl<T> Waiters for dualq::DualQueue<T> {
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
+    }
+}
+
+impl<T> Waiters for dualq::DualStack<T> {
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
+    }
+}
+
+impl<W: Waiters + ?Sized> Waiters for std::sync::Arc<W> {
+    fn waiting(&self) -> usize {
+        (**self).waiting()
+    }
+}
+
 /// Polls until exactly `n` consumers wait on `q`; panics after [`PATIENCE`].
-pub fn wait_for_waiters<T>(q: &DualQueue<T>, n: usize) {
+pub fn wait_for_waiters(q: &impl Waiters, n: usize) {
     let start = Instant::now();
     loop {
-        let now = q.waiting_consumers();
+        let now = q.waiting();
         if now == n {
             return;
         }
