@@ -1,10 +1,14 @@
-//! Oversubscribed stress: many more threads than cores mixing every operation,
+//! Oversubscribed stress of both structures: many more threads than cores
+//! mixing every operation (on the stack, fulfilling nodes are pushed, helped
+//! and popped all the time; on both, reservations time out under pushes),
 //! with a close racing the tail end, checked by conservation of values.
+//! Each test runs as `queue::name` and `stack::name`.
 //!
 //! The small versions always run (a few seconds on 2 cores). The large ones
 //! are ignored by default; run them with
 //! `cargo test --release --test stress -- --ignored`.
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -12,29 +16,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::join_all_within;
+use common::{join_all_within, Dual, Flavour, Rng, Structure};
 
-use dualq::{DualQueue, PopError, PopTimeoutError, PushError, TryPopError};
-
-/// A small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use dualq::{PopError, PopTimeoutError, PushError, TryPopError};
 
 #[derive(Clone, Copy)]
 struct Config {
@@ -44,7 +28,7 @@ struct Config {
     /// Out of 100: how often a consumer pushes a value it got back in
     /// (instead of keeping it), so consumers push too and some of those
     /// pushes race the close.
-    repush_percent: u64,
+    repush_percent: usize,
 }
 
 /// Where each value ended up. Every value must end up in exactly one place.
@@ -68,8 +52,8 @@ impl Tally {
 }
 
 /// What the threads of one [`stress`] run share.
-struct Shared {
-    q: DualQueue<usize>,
+struct Shared<S> {
+    q: S,
     /// How many times each value has come out for good (must end at 1).
     fate: Vec<AtomicU8>,
     kept: Tally,
@@ -79,7 +63,7 @@ struct Shared {
     timeouts: AtomicUsize,
 }
 
-impl Shared {
+impl<S> Shared<S> {
     fn settle(&self, v: usize, tally: &Tally) {
         let prev = self.fate[v].fetch_add(1, Ordering::Relaxed);
         assert_eq!(prev, 0, "value {v} came out twice");
@@ -87,22 +71,22 @@ impl Shared {
     }
 }
 
-/// How long consumers get to return once the queue is closed (runnable
+/// How long consumers get to return once the structure is closed (runnable
 /// threads need milliseconds; this is generous for 2 oversubscribed cores).
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Producers push unique values; consumers take them with a random mix of
 /// pop, pop_timeout (tiny to long timeouts), pop_deadline and try_pop and
-/// sometimes push them back. When 90% of the values are in, the queue is
-/// closed while producers and consumers are still busy (a producer stops at
+/// sometimes push them back. When 90% of the values are in, the structure
+/// is closed while producers and consumers are still busy (a producer stops at
 /// its first rejected push); the rest is drained. Then: every consumer
 /// returned (close woke every waiter), and every value created was kept by a
 /// consumer, handed back by a failed push, or drained, exactly once, with
 /// counts and sums adding up.
-fn stress(cfg: Config) {
+fn stress<F: Flavour>(cfg: Config) {
     let total = cfg.producers * cfg.per_producer;
     let sh = Arc::new(Shared {
-        q: DualQueue::new(),
+        q: F::new::<usize>(),
         fate: (0..total).map(|_| AtomicU8::new(0)).collect(),
         kept: Tally::default(),
         rejected: Tally::default(),
@@ -123,14 +107,15 @@ fn stress(cfg: Config) {
                     let got = match rng.below(10) {
                         0..=3 => q.pop().map_err(|PopError| true),
                         4..=5 => q
-                            .pop_timeout(Duration::from_nanos(rng.below(20_000)))
+                            .pop_timeout(Duration::from_nanos(rng.below(20_000) as u64))
                             .map_err(|e| e.is_closed()),
                         6 => q
-                            .pop_timeout(Duration::from_millis(rng.below(20)))
+                            .pop_timeout(Duration::from_millis(rng.below(20) as u64))
                             .map_err(|e| e.is_closed()),
                         7 => q.pop_timeout(Duration::ZERO).map_err(|e| e.is_closed()),
                         8 => {
-                            let deadline = Instant::now() + Duration::from_micros(rng.below(500));
+                            let deadline =
+                                Instant::now() + Duration::from_micros(rng.below(500) as u64);
                             q.pop_deadline(deadline)
                                 .map_err(|e| e == PopTimeoutError::Closed)
                         }
@@ -245,8 +230,8 @@ fn stress(cfg: Config) {
 /// of pushes and permanent waiters in front: cancelled reservations pile up
 /// behind live ones and must be skipped and unlinked without losing a value
 /// or a waiter.
-fn timeout_storm(permanent: usize, waiters: usize, values: usize) {
-    let q = Arc::new(DualQueue::<usize>::new());
+fn timeout_storm<F: Flavour>(permanent: usize, waiters: usize, values: usize) {
+    let q = Arc::new(F::new::<usize>());
     let got: Arc<Vec<AtomicU8>> = Arc::new((0..values).map(|_| AtomicU8::new(0)).collect());
     let received = Arc::new(AtomicUsize::new(0));
     let take = {
@@ -272,7 +257,7 @@ fn timeout_storm(permanent: usize, waiters: usize, values: usize) {
         thread::spawn(move || {
             let mut rng = Rng::new(w as u64 + 77);
             loop {
-                match q.pop_timeout(Duration::from_nanos(rng.below(50_000))) {
+                match q.pop_timeout(Duration::from_nanos(rng.below(50_000) as u64)) {
                     Ok(v) => take(v),
                     Err(PopTimeoutError::Timeout) => {}
                     Err(PopTimeoutError::Closed) => break,
@@ -284,13 +269,13 @@ fn timeout_storm(permanent: usize, waiters: usize, values: usize) {
     for v in 0..values {
         q.push(v).unwrap();
         if rng.below(8) == 0 {
-            thread::sleep(Duration::from_micros(rng.below(100)));
+            thread::sleep(Duration::from_micros(rng.below(100) as u64));
         }
     }
     // Wait until every value has been taken, then release everybody.
     let start = Instant::now();
     while received.load(Ordering::Relaxed) < values {
-        assert!(start.elapsed() < PATIENCE, "values stuck in the queue");
+        assert!(start.elapsed() < PATIENCE, "values stuck in the structure");
         thread::sleep(Duration::from_millis(1));
     }
     q.close();
@@ -303,11 +288,22 @@ fn timeout_storm(permanent: usize, waiters: usize, values: usize) {
     assert_eq!(q.try_pop(), Err(TryPopError::Closed));
 }
 
+dual_tests! {
+    stress_small,
+    stress_small_circulating,
+    stress_small_unbalanced,
+    timeout_storm_small,
+    #[ignore = "long; run with: cargo test --release --test stress -- --ignored"]
+    stress_large,
+    #[ignore = "long; run with: cargo test --release --test stress -- --ignored"]
+    timeout_storm_large,
+    no_waiter_lost_under_timeout_churn,
+}
+
 // 48 threads on 2 cores mixing every op, close racing re-pushes: every value accounted for exactly once.
-#[test]
-fn stress_small() {
+fn stress_small<F: Flavour>() {
     let per_producer = if cfg!(miri) { 20 } else { 5_000 };
-    stress(Config {
+    stress::<F>(Config {
         producers: 24,
         consumers: 24,
         per_producer,
@@ -315,17 +311,28 @@ fn stress_small() {
     });
 }
 
+// Values circulate (consumers push 90% of what they get back) so the close races many re-pushes:
+// some values are handed back by failed pushes, some drained, none lost.
+fn stress_small_circulating<F: Flavour>() {
+    let per_producer = if cfg!(miri) { 20 } else { 2_000 };
+    stress::<F>(Config {
+        producers: 16,
+        consumers: 32,
+        per_producer,
+        repush_percent: 90,
+    });
+}
+
 // Few producers, many consumers (most time spent waiting and timing out), and the reverse.
-#[test]
-fn stress_small_unbalanced() {
-    let per_producer = if cfg!(miri) { 20 } else { 10_000 };
-    stress(Config {
+fn stress_small_unbalanced<F: Flavour>() {
+    let per_producer = if cfg!(miri) { 20 } else { 5_000 };
+    stress::<F>(Config {
         producers: 4,
         consumers: 40,
         per_producer,
         repush_percent: 5,
     });
-    stress(Config {
+    stress::<F>(Config {
         producers: 40,
         consumers: 4,
         per_producer: per_producer / 10,
@@ -333,29 +340,26 @@ fn stress_small_unbalanced() {
     });
 }
 
-// 32 threads timing out constantly behind permanent waiters while values trickle in: none lost or doubled.
-#[test]
-fn timeout_storm_small() {
-    timeout_storm(2, 32, if cfg!(miri) { 20 } else { 3_000 });
+// 32 threads timing out constantly next to permanent waiters while values trickle in: none lost or doubled.
+fn timeout_storm_small<F: Flavour>() {
+    timeout_storm::<F>(2, 32, if cfg!(miri) { 20 } else { 3_000 });
 }
 
-// Large version of stress_small. Run: cargo test --release --test stress -- --ignored
-#[test]
-#[ignore = "long; run with: cargo test --release --test stress -- --ignored"]
-fn stress_large() {
-    stress(Config {
+// Large version of stress_small.
+fn stress_large<F: Flavour>() {
+    stress::<F>(Config {
         producers: 32,
         consumers: 32,
         per_producer: 100_000,
         repush_percent: 10,
     });
-    stress(Config {
+    stress::<F>(Config {
         producers: 4,
         consumers: 60,
         per_producer: 200_000,
         repush_percent: 5,
     });
-    stress(Config {
+    stress::<F>(Config {
         producers: 60,
         consumers: 4,
         per_producer: 20_000,
@@ -363,24 +367,23 @@ fn stress_large() {
     });
 }
 
-// Large version of timeout_storm_small. Run: cargo test --release --test stress -- --ignored
-#[test]
-#[ignore = "long; run with: cargo test --release --test stress -- --ignored"]
-fn timeout_storm_large() {
-    timeout_storm(4, 64, 100_000);
+// Large version of timeout_storm_small.
+fn timeout_storm_large<F: Flavour>() {
+    timeout_storm::<F>(4, 64, 100_000);
 }
 
-// Rounds of 1 blocking waiter + 4 threads timing out + a pusher, then close: the blocking waiter must never drop out of the queue.
-#[test]
-fn no_waiter_lost_under_timeout_churn() {
-    // Shape that exposes a lost waiter quickly: one live reservation at the
-    // front, cancelled ones behind it being swept while pushes fulfil the
-    // front one. A lost waiter is never woken, not even by close().
+// Rounds of 1 blocking waiter + 4 threads timing out + a pusher, then close: the blocking waiter
+// must never drop out of the structure.
+fn no_waiter_lost_under_timeout_churn<F: Flavour>() {
+    // Shape that exposes a lost waiter quickly (it did, in the queue's first
+    // sweep): one live reservation, cancelled ones next to it being unlinked
+    // while pushes fulfil the live one. A lost waiter is never woken, not
+    // even by close().
     let budget = Duration::from_secs(if cfg!(miri) { 0 } else { 2 });
     let start = Instant::now();
     let mut rounds = 0;
     while rounds == 0 || start.elapsed() < budget {
-        timeout_storm(1, 4, if cfg!(miri) { 20 } else { 500 });
+        timeout_storm::<F>(1, 4, if cfg!(miri) { 20 } else { 500 });
         rounds += 1;
     }
     eprintln!("{rounds} rounds without losing a waiter");

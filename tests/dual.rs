@@ -1,73 +1,84 @@
-//! The canonical `DualQueue` tests (in the style of crossbeam-queue's
+//! The canonical tests of both structures (in the style of crossbeam-queue's
 //! `tests/seg_queue.rs`) plus the dual cases: waiting consumers, their
 //! service order, timeouts racing pushes, and closing.
+//!
+//! Every test body is written once, generic over [`Flavour`], and runs twice:
+//! as `queue::name` against `DualQueue` and as `stack::name` against
+//! `DualStack` (see `dual_tests!` at the bottom). Where the two differ, the
+//! test asks `F::ORDER` what to expect: a queue serves values and waiting
+//! consumers oldest first, a stack newest first.
+//!
+//! The proptest models are in `tests/model.rs`, the oversubscribed stress in
+//! `tests/stress.rs`, the flat-memory checks in `tests/memory.rs`.
 
+#[macro_use]
 mod common;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_for_waiters, CloseOnUnwind, DropLog, Tracked, PATIENCE};
-use dualq::{DualQueue, PopError, PopTimeoutError, PushError, TryPopError};
+use common::{
+    join, join_scoped, past, spin_until, wait_for_waiters, wait_until, CloseOnUnwind, DropLog,
+    Dual, Flavour, Order, PopCheck, Rng, Structure, Tracked, PATIENCE,
+};
+use dualq::{DualQueue, DualStack, PopError, PopTimeoutError, PushError, TryPopError};
 
-/// Values moved through the queue by the spsc tests.
+/// Values moved through the structure by the spsc tests.
 const COUNT: usize = if cfg!(miri) { 100 } else { 100_000 };
 /// Producer and consumer threads of the (non-oversubscribed) mpmc test.
 const THREADS: usize = 4;
 /// Threads per side of the oversubscribed tests (these machines have 2 cores).
 const MANY: usize = if cfg!(miri) { 4 } else { 32 };
 
-/// A small deterministic PRNG (xorshift64*), so the tests need no extra crate.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-/// Joins a thread, failing the test (instead of hanging it) if it has not
-/// finished after [`PATIENCE`].
-fn join<T>(handle: thread::JoinHandle<T>) -> T {
-    let start = Instant::now();
-    while !handle.is_finished() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "thread did not finish within {PATIENCE:?}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
-    handle.join().expect("thread panicked")
-}
-
-/// An instant well in the past (or now, if the clock cannot go that far back).
-fn past() -> Instant {
-    let now = Instant::now();
-    now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+dual_tests! {
+    smoke,
+    len_empty_waiting_snapshots,
+    spsc,
+    spsc_nonblocking_consumer,
+    mpmc,
+    mpmc_mixed_consumers,
+    mpmc_oversubscribed,
+    mpmc_unbalanced,
+    drops,
+    drops_with_cancelled_reservations,
+    drop_after_close_with_waiters,
+    push_error_keeps_value,
+    large_values,
+    zero_sized,
+    pop_blocks_until_push,
+    waiter_order_one_push_at_a_time,
+    waiter_order_back_to_back,
+    waiter_order_mixed_flavours,
+    cancelled_waiter_is_skipped,
+    waiter_order_oversubscribed,
+    waiters_served_by_concurrent_pushers,
+    pushes_over_timing_out_waiters_lose_nothing,
+    timeout_waits_and_expires,
+    timeout_edge_durations,
+    timeout_racing_push_loses_nothing,
+    timed_out_waiter_fulfilled_at_deadline_returns_value,
+    timeouts_over_permanent_waiter,
+    close_wakes_waiters,
+    close_wakes_many_waiters,
+    close_racing_new_waiters,
+    close_racing_push_to_waiter,
+    drain_after_close,
+    concurrent_drain_after_close,
+    push_after_close_returns_value,
+    concurrent_close_exactly_one_wins,
 }
 
 // ---------------------------------------------------------------------------
 // Single-threaded basics
 // ---------------------------------------------------------------------------
 
-// Push and every pop flavour on one thread: FIFO order, Empty when empty.
-#[test]
-fn smoke() {
-    let q = DualQueue::new();
+// Push and every pop flavour on one thread: values in the structure's order, Empty when empty.
+fn smoke<F: Flavour>() {
+    let q = F::new();
     q.push(7).unwrap();
     assert_eq!(q.try_pop(), Ok(7));
     assert_eq!(q.try_pop(), Err(TryPopError::Empty));
@@ -85,19 +96,30 @@ fn smoke() {
     for i in 0..10 {
         q.push(i).unwrap();
     }
-    for i in 0..10 {
+    for i in F::ORDER.served((0..10).collect()) {
         assert_eq!(q.try_pop(), Ok(i));
     }
     assert_eq!(q.try_pop(), Err(TryPopError::Empty));
     assert_eq!(q.pop_timeout(Duration::ZERO), Err(PopTimeoutError::Timeout));
+
+    // Interleaved pushes and pops: push 1, 2, pop, push 3, pop, pop.
+    q.push(1).unwrap();
+    q.push(2).unwrap();
+    let first = q.pop().unwrap();
+    q.push(3).unwrap();
+    let rest = [q.pop().unwrap(), q.pop().unwrap()];
+    let expected = match F::ORDER {
+        Order::Fifo => (1, [2, 3]),
+        Order::Lifo => (2, [3, 1]),
+    };
+    assert_eq!((first, rest), expected);
     assert!(q.is_empty());
     assert!(!q.is_closed());
 }
 
-// len, is_empty and waiting_consumers track stored values and waiters.
-#[test]
-fn len_empty_waiting_snapshots() {
-    let q = DualQueue::new();
+// len / is_empty / waiting_consumers: stored values count, waiters and handed-off values do not.
+fn len_empty_waiting_snapshots<F: Flavour>() {
+    let q = F::new();
     assert_eq!(q.len(), 0);
     assert!(q.is_empty());
     assert_eq!(q.waiting_consumers(), 0);
@@ -108,9 +130,9 @@ fn len_empty_waiting_snapshots() {
         assert!(!q.is_empty());
         assert_eq!(q.waiting_consumers(), 0);
     }
-    for i in 0..5 {
+    for (n, i) in F::ORDER.served((0..5).collect()).into_iter().enumerate() {
         assert_eq!(q.try_pop(), Ok(i));
-        assert_eq!(q.len(), 4 - i);
+        assert_eq!(q.len(), 4 - n);
     }
     assert!(q.is_empty());
 
@@ -120,22 +142,23 @@ fn len_empty_waiting_snapshots() {
         wait_for_waiters(&q, 1);
         let b = s.spawn(|| q.pop());
         wait_for_waiters(&q, 2);
-        // Reservations are neither values nor make the queue non-empty.
+        // Waiters are not values.
         assert_eq!(q.len(), 0);
         assert!(q.is_empty());
 
+        let [first, second]: [_; 2] = F::ORDER.served(vec![a, b]).try_into().ok().unwrap();
         q.push(100).unwrap();
-        assert_eq!(a.join().unwrap(), Ok(100));
+        assert_eq!(join_scoped(first), Ok(100));
         assert_eq!(q.waiting_consumers(), 1);
         assert_eq!(q.len(), 0, "a value handed to a waiter is not stored");
         q.push(200).unwrap();
-        assert_eq!(b.join().unwrap(), Ok(200));
+        assert_eq!(join_scoped(second), Ok(200));
     });
     assert_eq!(q.waiting_consumers(), 0);
     assert_eq!(q.len(), 0);
     assert!(q.is_empty());
 
-    // A timed-out waiter leaves no waiting reservation behind.
+    // A timed-out waiter leaves nothing behind that would swallow a push.
     assert_eq!(
         q.pop_timeout(Duration::from_millis(2)),
         Err(PopTimeoutError::Timeout)
@@ -146,16 +169,20 @@ fn len_empty_waiting_snapshots() {
     assert!(!q.is_empty());
 }
 
-// Debug does not need T: Debug and names the type; Default is an open, empty queue.
+// Default builds an empty open structure; Debug needs no T: Debug and names the type.
 #[test]
 fn debug_and_default() {
     struct NotDebug;
-    let q: DualQueue<NotDebug> = DualQueue::default();
-    assert!(format!("{q:?}").contains("DualQueue"));
-    assert!(q.is_empty());
-    assert!(!q.is_closed());
-    assert!(q.push(NotDebug).is_ok());
-    assert_eq!(q.len(), 1);
+    fn check<F: Flavour>() {
+        let q: F::Of<NotDebug> = Default::default();
+        assert_eq!(format!("{q:?}"), format!("{} {{ .. }}", F::NAME));
+        assert!(q.is_empty());
+        assert!(!q.is_closed());
+        assert!(q.push(NotDebug).is_ok());
+        assert_eq!(q.len(), 1);
+    }
+    check::<common::Queue>();
+    check::<common::Stack>();
 }
 
 // Error types: Display texts, Debug (PushError's without T: Debug), helpers, conversions.
@@ -200,29 +227,67 @@ fn errors_display_debug() {
     }
 }
 
-// The queue is Send + Sync whenever T: Send (even for a !Sync T like Cell).
+// Both structures are Send + Sync whenever T: Send (even for a !Sync T like Cell).
 #[test]
 fn send_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<DualQueue<u8>>();
     assert_send_sync::<DualQueue<Box<dyn FnOnce() + Send>>>();
-    assert_send_sync::<DualQueue<std::cell::Cell<u8>>>();
+    assert_send_sync::<DualQueue<Cell<u8>>>();
+    assert_send_sync::<DualStack<u8>>();
+    assert_send_sync::<DualStack<Box<dyn FnOnce() + Send>>>();
+    assert_send_sync::<DualStack<Cell<u8>>>();
+}
+
+// The order checker used by the spsc tests accepts the right orders and rejects wrong and duplicate ones.
+#[test]
+fn pop_check_bites() {
+    let mut c = PopCheck::new(Order::Lifo);
+    for v in [0, 3, 2, 5, 4, 1, 6] {
+        c.popped(v);
+    }
+    c.finish(7);
+    let mut c = PopCheck::new(Order::Fifo);
+    for v in 0..7 {
+        c.popped(v);
+    }
+    c.finish(7);
+
+    let rejects = |order, pops: &[usize]| {
+        let pops = pops.to_vec();
+        std::panic::catch_unwind(move || {
+            let mut c = PopCheck::new(order);
+            for v in pops {
+                c.popped(v);
+            }
+            c.finish(3);
+        })
+        .is_err()
+    };
+    // 0 popped while 1 was stored above it.
+    assert!(rejects(Order::Lifo, &[2, 0, 1]));
+    assert!(rejects(Order::Lifo, &[0, 0, 1, 2]));
+    assert!(rejects(Order::Lifo, &[2, 1]), "0 never popped");
+    assert!(rejects(Order::Fifo, &[0, 2, 1]));
+    assert!(rejects(Order::Fifo, &[0, 1, 1, 2]));
+    assert!(rejects(Order::Fifo, &[0, 1]), "2 never popped");
 }
 
 // ---------------------------------------------------------------------------
 // Throughput and conservation
 // ---------------------------------------------------------------------------
 
-// One producer, one blocking consumer: 100k values arrive in push order.
-#[test]
-fn spsc() {
-    let q = DualQueue::new();
+// One producer, one blocking consumer: 100k values arrive in the structure's order.
+fn spsc<F: Flavour>() {
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         s.spawn(|| {
-            for i in 0..COUNT {
-                assert_eq!(q.pop(), Ok(i));
+            let mut check = PopCheck::new(F::ORDER);
+            for _ in 0..COUNT {
+                check.popped(q.pop().unwrap());
             }
+            check.finish(COUNT);
             assert_eq!(q.try_pop(), Err(TryPopError::Empty));
         });
         s.spawn(|| {
@@ -234,25 +299,26 @@ fn spsc() {
     assert!(q.is_empty());
 }
 
-// One producer, one consumer mixing try_pop and pop_timeout: order still holds.
-#[test]
-fn spsc_nonblocking_consumer() {
-    let q = DualQueue::new();
+// One producer, one consumer mixing try_pop and pop_timeout: the order still holds.
+fn spsc_nonblocking_consumer<F: Flavour>() {
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         s.spawn(|| {
-            let mut next = 0;
-            while next < COUNT {
-                let got = if next % 2 == 0 {
+            let mut check = PopCheck::new(F::ORDER);
+            let mut got = 0;
+            while got < COUNT {
+                let v = if got % 2 == 0 {
                     q.try_pop().ok()
                 } else {
                     q.pop_timeout(Duration::from_micros(10)).ok()
                 };
-                if let Some(v) = got {
-                    assert_eq!(v, next);
-                    next += 1;
+                if let Some(v) = v {
+                    check.popped(v);
+                    got += 1;
                 }
             }
+            check.finish(COUNT);
         });
         s.spawn(|| {
             for i in 0..COUNT {
@@ -265,11 +331,12 @@ fn spsc_nonblocking_consumer() {
 
 /// Runs `producers` producers of `per_producer` values each against
 /// `consumers` consumers (which pick pop / pop_timeout / try_pop by `mix`),
-/// then closes the queue. Checks that every value arrives exactly once and
-/// that each consumer sees each producer's values in push order.
-fn mpmc_run(producers: usize, consumers: usize, per_producer: usize, mix: bool) {
+/// then closes the structure. Checks that every value arrives exactly once
+/// and, for a queue, that each consumer sees each producer's values in push
+/// order.
+fn mpmc_run<F: Flavour>(producers: usize, consumers: usize, per_producer: usize, mix: bool) {
     let total = producers * per_producer;
-    let q = DualQueue::<usize>::new();
+    let q = F::new::<usize>();
     let seen: Vec<AtomicUsize> = (0..total).map(|_| AtomicUsize::new(0)).collect();
     let done = AtomicUsize::new(0);
 
@@ -303,11 +370,13 @@ fn mpmc_run(producers: usize, consumers: usize, per_producer: usize, mix: bool) 
                     };
                     seen[v].fetch_add(1, Ordering::Relaxed);
                     let (p, seq) = (v / per_producer, v % per_producer);
-                    if let Some(prev) = last[p] {
-                        assert!(
-                            prev < seq,
-                            "consumer {c} saw producer {p}'s {seq} after {prev}"
-                        );
+                    if F::ORDER == Order::Fifo {
+                        if let Some(prev) = last[p] {
+                            assert!(
+                                prev < seq,
+                                "consumer {c} saw producer {p}'s {seq} after {prev}"
+                            );
+                        }
                     }
                     last[p] = Some(seq);
                     done.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +394,7 @@ fn mpmc_run(producers: usize, consumers: usize, per_producer: usize, mix: bool) 
             })
             .collect();
         for p in producers {
-            p.join().unwrap();
+            join_scoped(p);
         }
         // Every value was pushed; closing lets the consumers drain and stop.
         assert!(q.close());
@@ -343,38 +412,33 @@ fn mpmc_run(producers: usize, consumers: usize, per_producer: usize, mix: bool) 
     assert_eq!(q.waiting_consumers(), 0);
 }
 
-// Several producers and blocking consumers: each value received exactly once, per-producer order kept.
-#[test]
-fn mpmc() {
-    mpmc_run(THREADS, THREADS, COUNT / THREADS, false);
+// Several producers and blocking consumers: each value received exactly once (queue: per-producer order kept).
+fn mpmc<F: Flavour>() {
+    mpmc_run::<F>(THREADS, THREADS, COUNT / THREADS, false);
 }
 
 // Same with consumers mixing pop / pop_timeout / try_pop.
-#[test]
-fn mpmc_mixed_consumers() {
-    mpmc_run(THREADS, THREADS, COUNT / THREADS / 2, true);
+fn mpmc_mixed_consumers<F: Flavour>() {
+    mpmc_run::<F>(THREADS, THREADS, COUNT / THREADS / 2, true);
 }
 
 // Oversubscribed: 32 producers and 32 mixed consumers on 2 cores, exactly-once delivery.
-#[test]
-fn mpmc_oversubscribed() {
-    mpmc_run(MANY, MANY, COUNT / MANY / 4, true);
+fn mpmc_oversubscribed<F: Flavour>() {
+    mpmc_run::<F>(MANY, MANY, COUNT / MANY / 4, true);
 }
 
 // More consumers than producers (many waiters, few pushes) and vice versa.
-#[test]
-fn mpmc_unbalanced() {
-    mpmc_run(2, MANY, COUNT / 20, false);
-    mpmc_run(MANY, 2, COUNT / MANY / 10, false);
+fn mpmc_unbalanced<F: Flavour>() {
+    mpmc_run::<F>(2, MANY, COUNT / 20, false);
+    mpmc_run::<F>(MANY, 2, COUNT / MANY / 10, false);
 }
 
 // ---------------------------------------------------------------------------
 // Drops and unusual element types
 // ---------------------------------------------------------------------------
 
-// Values popped by a waiting consumer and values left in the dropped queue are each dropped exactly once.
-#[test]
-fn drops() {
+// Values popped by a waiting consumer and values left in the dropped structure are each dropped exactly once.
+fn drops<F: Flavour>() {
     const RUNS: usize = if cfg!(miri) { 3 } else { 100 };
     const STEPS: usize = if cfg!(miri) { 50 } else { 2_000 };
     let mut rng = Rng::new(0x5eed);
@@ -383,14 +447,14 @@ fn drops() {
         let steps = rng.below(STEPS);
         let additional = rng.below(50);
         let log = DropLog::new(steps + additional);
-        let q = DualQueue::new();
+        let q = F::new();
 
         thread::scope(|s| {
             let _close = CloseOnUnwind(&q);
             s.spawn(|| {
                 for _ in 0..steps {
                     // Blocking pop: some of these wait and are handed values.
-                    drop(q.pop().expect("queue closed"));
+                    drop(q.pop().expect("structure closed"));
                 }
             });
             s.spawn(|| {
@@ -415,17 +479,17 @@ fn drops() {
     }
 }
 
-// Dropping a queue that still links cancelled reservations (behind a served waiter) drops each stored value once.
-#[test]
-fn drops_with_cancelled_reservations() {
+// Dropping a structure that still holds cancelled reservations (besides a served waiter) drops each stored value once.
+fn drops_with_cancelled_reservations<F: Flavour>() {
     const N: usize = 20;
     let log = DropLog::new(N);
-    let q = DualQueue::new();
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         let waiter = s.spawn(|| q.pop().ok().map(|t: Tracked| t.id()));
         wait_for_waiters(&q, 1);
-        // Cancelled reservations pile up behind the waiter.
+        // Cancelled reservations next to the waiter (queue: behind it; stack:
+        // above it, removed as they time out).
         for _ in 0..5 {
             assert!(matches!(
                 q.pop_timeout(Duration::from_micros(100)),
@@ -434,7 +498,7 @@ fn drops_with_cancelled_reservations() {
         }
         assert_eq!(q.waiting_consumers(), 1);
         assert!(q.push(Tracked::new(0, &log)).is_ok());
-        assert_eq!(waiter.join().unwrap(), Some(0));
+        assert_eq!(join_scoped(waiter), Some(0));
     });
     assert_eq!(log.total(), 1);
     for i in 1..N {
@@ -445,23 +509,46 @@ fn drops_with_cancelled_reservations() {
         N - 1,
         "cancelled reservations must not swallow values"
     );
-    // Take a few out, leave the rest to the queue's drop.
-    for i in 1..5 {
+    // Take a few out, leave the rest to the structure's drop.
+    for i in F::ORDER.served((1..N).collect()).into_iter().take(4) {
         assert_eq!(q.try_pop().ok().map(|t| t.id()), Some(i));
     }
     drop(q);
     log.assert_each_dropped_once();
 }
 
-// A rejected push hands back the very same value, undropped.
-#[test]
-fn push_error_keeps_value() {
+// Dropping a closed structure whose (closed) reservations are still in it frees them and drops the stored values once.
+fn drop_after_close_with_waiters<F: Flavour>() {
     let log = DropLog::new(1);
-    let q = DualQueue::new();
+    let q = F::new::<Tracked>();
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        let waiters: Vec<_> = (0..3)
+            .map(|i| {
+                let h = s.spawn(|| q.pop().is_err());
+                wait_for_waiters(&q, i + 1);
+                h
+            })
+            .collect();
+        q.close();
+        for w in waiters {
+            assert!(join_scoped(w));
+        }
+    });
+    assert!(q.push(Tracked::new(0, &log)).is_err()); // dropped here, once
+    assert_eq!(log.total(), 1);
+    drop(q);
+    log.assert_each_dropped_once();
+}
+
+// A rejected push hands back the very same value, undropped.
+fn push_error_keeps_value<F: Flavour>() {
+    let log = DropLog::new(1);
+    let q = F::new();
     q.close();
     let err = q
         .push(Tracked::new(0, &log))
-        .expect_err("push into closed queue succeeded");
+        .expect_err("push into a closed structure succeeded");
     assert!(!format!("{err:?}").is_empty());
     assert_eq!(log.total(), 0);
     let value = err.into_inner();
@@ -472,53 +559,60 @@ fn push_error_keeps_value() {
     log.assert_each_dropped_once();
 }
 
-/// A 16 KiB value moved by value through the queue (and its waiters).
+/// A 16 KiB value moved by value through the structure (and its waiters).
 type Big = [u64; 2048];
 
-fn big(n: u64) -> Big {
+fn big(n: usize) -> Big {
     let mut a = [0u64; 2048];
     for (i, x) in a.iter_mut().enumerate() {
-        *x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64;
+        *x = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64;
     }
     a
 }
 
 // Large values, by value and boxed (64 KiB), arrive intact whether stored or handed to a waiter.
-#[test]
-fn large_values() {
-    const N: u64 = if cfg!(miri) { 4 } else { 200 };
+fn large_values<F: Flavour>() {
+    const N: usize = if cfg!(miri) { 4 } else { 200 };
 
     // By value, on normal thread stacks: stored, then handed to a waiter.
-    let q = DualQueue::<Big>::new();
+    let q = F::new::<Big>();
     for n in 0..N {
         q.push(big(n)).unwrap();
     }
-    for n in 0..N {
+    for n in F::ORDER.served((0..N).collect()) {
         assert!(q.try_pop().unwrap() == big(n));
     }
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
-        let c = s.spawn(|| (0..N).all(|n| q.pop().unwrap() == big(n)));
+        let c = s.spawn(|| {
+            let mut check = PopCheck::new(F::ORDER);
+            for _ in 0..N {
+                let b = q.pop().unwrap();
+                let n = (0..N).find(|&n| b == big(n)).expect("corrupted value");
+                check.popped(n);
+            }
+            check.finish(N);
+        });
         for n in 0..N {
             q.push(big(n)).unwrap();
         }
-        assert!(c.join().unwrap(), "a large value was corrupted in transit");
+        join_scoped(c);
     });
 
     // Boxed 64 KiB arrays, some left inside at drop.
-    let q = DualQueue::<Box<[u8; 64 * 1024]>>::new();
+    let q = F::new::<Box<[u8; 64 * 1024]>>();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         let c = s.spawn(|| {
-            for n in 0..N {
+            for _ in 0..N {
                 let b = q.pop().unwrap();
-                assert!(b.iter().all(|&x| x == n as u8));
+                assert!(b.iter().all(|&x| x == b[0]), "a large value was corrupted");
             }
         });
         for n in 0..N {
             q.push(Box::new([n as u8; 64 * 1024])).unwrap();
         }
-        c.join().unwrap();
+        join_scoped(c);
     });
     for n in 0..8 {
         q.push(Box::new([n; 64 * 1024])).unwrap();
@@ -526,21 +620,24 @@ fn large_values() {
     assert_eq!(q.len(), 8);
 }
 
-static ZST_DROPS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Drops of [`ZstDrop`] on this thread (each test runs on its own thread,
+    /// so the queue and stack versions of `zero_sized` do not mix counts).
+    static ZST_DROPS: Cell<usize> = const { Cell::new(0) };
+}
 
 /// A zero-sized type with a drop that counts (only `zero_sized` uses it).
 struct ZstDrop;
 
 impl Drop for ZstDrop {
     fn drop(&mut self) {
-        ZST_DROPS.fetch_add(1, Ordering::SeqCst);
+        ZST_DROPS.with(|d| d.set(d.get() + 1));
     }
 }
 
 // Zero-sized values: counted by len, handed to waiters, dropped exactly once.
-#[test]
-fn zero_sized() {
-    let q = DualQueue::<()>::new();
+fn zero_sized<F: Flavour>() {
+    let q = F::new::<()>();
     for _ in 0..1000 {
         q.push(()).unwrap();
     }
@@ -554,29 +651,29 @@ fn zero_sized() {
         let c = s.spawn(|| q.pop());
         wait_for_waiters(&q, 1);
         q.push(()).unwrap();
-        assert_eq!(c.join().unwrap(), Ok(()));
+        assert_eq!(join_scoped(c), Ok(()));
     });
 
-    let q = DualQueue::<ZstDrop>::new();
+    let drops = || ZST_DROPS.with(Cell::get);
+    let q = F::new::<ZstDrop>();
     for _ in 0..100 {
         assert!(q.push(ZstDrop).is_ok());
     }
     for _ in 0..40 {
         drop(q.try_pop().ok().unwrap());
     }
-    assert_eq!(ZST_DROPS.load(Ordering::SeqCst), 40);
+    assert_eq!(drops(), 40);
     drop(q);
-    assert_eq!(ZST_DROPS.load(Ordering::SeqCst), 100);
+    assert_eq!(drops(), 100);
 }
 
 // ---------------------------------------------------------------------------
 // Dual behaviour: waiting consumers
 // ---------------------------------------------------------------------------
 
-// A pop on an empty queue really waits (a reservation is linked) until a push hands it the value.
-#[test]
-fn pop_blocks_until_push() {
-    let q = DualQueue::new();
+// A pop on an empty structure really waits (a reservation is linked) until a push hands it the value.
+fn pop_blocks_until_push<F: Flavour>() {
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         let c = s.spawn(|| q.pop());
@@ -585,7 +682,7 @@ fn pop_blocks_until_push() {
         assert!(!c.is_finished(), "pop returned with nothing pushed");
         assert_eq!(q.waiting_consumers(), 1);
         q.push(42).unwrap();
-        assert_eq!(c.join().unwrap(), Ok(42));
+        assert_eq!(join_scoped(c), Ok(42));
     });
     assert!(q.is_empty());
     assert_eq!(q.waiting_consumers(), 0);
@@ -596,32 +693,58 @@ fn pop_blocks_until_push() {
     );
 }
 
-// Waiters A, B, C (started in that order) get 1, 2, 3: oldest waiter served first.
-#[test]
-fn waiter_order_abc() {
-    let q = DualQueue::new();
+/// Starts waiters A, B, C, ... (one `pop` each, in that order, each waiting
+/// before the next starts) and returns their handles in the order the
+/// structure must serve them.
+fn line_up<'s, 'q: 's, F: Flavour>(
+    s: &'s thread::Scope<'s, '_>,
+    q: &'q F::Of<usize>,
+    n: usize,
+) -> Vec<thread::ScopedJoinHandle<'s, Result<usize, PopError>>> {
+    let arrivals = (0..n)
+        .map(|i| {
+            let h = s.spawn(move || q.pop());
+            wait_for_waiters(q, i + 1);
+            h
+        })
+        .collect();
+    F::ORDER.served(arrivals)
+}
+
+// Waiters A, B, C; 1, 2, 3 pushed one at a time, each after the previously served waiter returned:
+// queue A, B, C get 1, 2, 3; stack C, B, A do.
+fn waiter_order_one_push_at_a_time<F: Flavour>() {
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
-        let a = s.spawn(|| q.pop());
-        wait_for_waiters(&q, 1);
-        let b = s.spawn(|| q.pop());
-        wait_for_waiters(&q, 2);
-        let c = s.spawn(|| q.pop());
-        wait_for_waiters(&q, 3);
-        q.push(1).unwrap();
-        q.push(2).unwrap();
-        q.push(3).unwrap();
-        assert_eq!(a.join().unwrap(), Ok(1));
-        assert_eq!(b.join().unwrap(), Ok(2));
-        assert_eq!(c.join().unwrap(), Ok(3));
+        for (v, h) in (1..).zip(line_up::<F>(s, &q, 3)) {
+            q.push(v).unwrap();
+            assert_eq!(join_scoped(h), Ok(v));
+        }
     });
     assert!(q.is_empty());
 }
 
-// Waiters of every flavour (pop, pop_timeout, pop_deadline) are served in arrival order.
-#[test]
-fn waiter_order_mixed_flavours() {
-    let q = DualQueue::new();
+// The same with the three pushes back to back: a served reservation leaves the line with its push,
+// so the next push serves the next waiter in order even before the first one has woken up.
+fn waiter_order_back_to_back<F: Flavour>() {
+    let q = F::new();
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        let served = line_up::<F>(s, &q, 3);
+        for v in 1..=3 {
+            q.push(v).unwrap();
+        }
+        for (v, h) in (1..).zip(served) {
+            assert_eq!(join_scoped(h), Ok(v));
+        }
+    });
+    assert!(q.is_empty());
+}
+
+// Waiters of every flavour (pop, pop_timeout, pop_deadline) are served in the structure's order.
+fn waiter_order_mixed_flavours<F: Flavour>() {
+    let q = F::new();
     let far = Duration::from_secs(3600);
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
@@ -636,30 +759,20 @@ fn waiter_order_mixed_flavours() {
         for v in 1..=4 {
             q.push(v).unwrap();
         }
-        assert_eq!(a.join().unwrap(), Some(1));
-        assert_eq!(b.join().unwrap(), Some(2));
-        assert_eq!(c.join().unwrap(), Some(3));
-        assert_eq!(d.join().unwrap(), Some(4));
+        for (v, h) in (1..).zip(F::ORDER.served(vec![a, b, c, d])) {
+            assert_eq!(join_scoped(h), Some(v));
+        }
     });
 }
 
-/// Polls `cond` until it holds; fails the test after [`PATIENCE`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        thread::sleep(Duration::from_micros(50));
-    }
-}
-
-// A waiter that timed out in the middle of the line is skipped: the value goes to the next live waiter.
-#[test]
-fn cancelled_waiter_is_skipped() {
-    // B must still be waiting when C lines up behind it; on a loaded machine
+// A waiter that timed out in the middle of the line, or at its served end, is skipped: the value
+// goes to the next live waiter in order.
+fn cancelled_waiter_is_skipped<F: Flavour>() {
+    // B must still be waiting when C lines up next to it; on a loaded machine
     // that may take longer than B's timeout, so retry with longer ones.
     let mut timeout = Duration::from_millis(20);
     loop {
-        let q = DualQueue::new();
+        let q = F::new();
         let achieved = thread::scope(|s| {
             let _close = CloseOnUnwind(&q);
             let q = &q;
@@ -674,15 +787,25 @@ fn cancelled_waiter_is_skipped() {
                 q.waiting_consumers() == 3 || b.is_finished()
             });
             let achieved = q.waiting_consumers() == 3 || !b.is_finished();
-            assert_eq!(b.join().unwrap(), Err(PopTimeoutError::Timeout));
+            assert_eq!(join_scoped(b), Err(PopTimeoutError::Timeout));
             wait_for_waiters(q, 2);
+            let [first, second]: [_; 2] = F::ORDER.served(vec![a, c]).try_into().ok().unwrap();
             q.push(1).unwrap();
+            assert_eq!(join_scoped(first), Ok(1));
+
+            // D times out at the end the next push serves (stack: on top;
+            // queue: the only other waiter is second in line, so D is
+            // behind it — what is checked there is only that D's cancelled
+            // reservation does not swallow the value).
+            let d = s.spawn(move || q.pop_timeout(Duration::from_millis(20)));
+            wait_for_waiters(q, 2);
+            assert_eq!(join_scoped(d), Err(PopTimeoutError::Timeout));
             q.push(2).unwrap();
-            assert_eq!(a.join().unwrap(), Ok(1));
-            assert_eq!(c.join().unwrap(), Ok(2));
+            assert_eq!(join_scoped(second), Ok(2));
             achieved
         });
         assert!(q.is_empty());
+        assert_eq!(q.waiting_consumers(), 0);
         if achieved {
             break;
         }
@@ -694,64 +817,94 @@ fn cancelled_waiter_is_skipped() {
     }
 }
 
-// Oversubscribed: 40 waiters started one after another get 0..40 in that order.
-#[test]
-fn waiter_order_oversubscribed() {
+// Oversubscribed: 40 waiters started one after another, 0..40 pushed at once from another thread:
+// the i-th served waiter gets i, whatever the wake-up order.
+fn waiter_order_oversubscribed<F: Flavour>() {
     const WAITERS: usize = if cfg!(miri) { 4 } else { 40 };
-    let q = DualQueue::new();
+    let q = F::new();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
-        let mut handles = Vec::new();
-        for i in 0..WAITERS {
-            handles.push(s.spawn(|| q.pop()));
-            wait_for_waiters(&q, i + 1);
-        }
-        // Pushed from another thread, all at once.
+        let served = line_up::<F>(s, &q, WAITERS);
         s.spawn(|| {
             for v in 0..WAITERS {
                 q.push(v).unwrap();
             }
         });
-        for (i, h) in handles.into_iter().enumerate() {
-            assert_eq!(h.join().unwrap(), Ok(i), "waiter {i} served out of order");
+        for (i, h) in served.into_iter().enumerate() {
+            assert_eq!(join_scoped(h), Ok(i), "waiter served out of order");
         }
     });
     assert!(q.is_empty());
     assert_eq!(q.waiting_consumers(), 0);
 }
 
-// Many waiters and concurrent pushers: each waiter gets exactly one value, all distinct.
-#[test]
-fn waiters_served_by_concurrent_pushers() {
+// Many waiters and concurrent pushers (stack: fulfilling nodes helped by other pushers): each
+// waiter gets exactly one value, all distinct.
+fn waiters_served_by_concurrent_pushers<F: Flavour>() {
     const WAITERS: usize = if cfg!(miri) { 4 } else { 48 };
-    let q = DualQueue::new();
-    let mut got: Vec<usize> = thread::scope(|s| {
-        let _close = CloseOnUnwind(&q);
-        let handles: Vec<_> = (0..WAITERS).map(|_| s.spawn(|| q.pop().unwrap())).collect();
-        wait_for_waiters(&q, WAITERS);
-        for p in 0..4 {
+    for _ in 0..if cfg!(miri) { 1 } else { 10 } {
+        let q = F::new();
+        let mut got: Vec<usize> = thread::scope(|s| {
+            let _close = CloseOnUnwind(&q);
+            let handles: Vec<_> = (0..WAITERS).map(|_| s.spawn(|| q.pop().unwrap())).collect();
+            wait_for_waiters(&q, WAITERS);
+            for p in 0..4 {
+                let q = &q;
+                s.spawn(move || {
+                    for v in (p..WAITERS).step_by(4) {
+                        q.push(v).unwrap();
+                    }
+                });
+            }
+            handles.into_iter().map(join_scoped).collect()
+        });
+        got.sort_unstable();
+        assert_eq!(got, (0..WAITERS).collect::<Vec<_>>());
+        assert!(q.is_empty());
+        assert_eq!(q.waiting_consumers(), 0);
+    }
+}
+
+// Pushes racing waiters that time out right under them: a push skips the dead ones, or finds none
+// alive and stores its value; every value ends up received or stored, once.
+fn pushes_over_timing_out_waiters_lose_nothing<F: Flavour>() {
+    const ROUNDS: usize = if cfg!(miri) { 5 } else { 300 };
+    let mut rng = Rng::new(99);
+    for round in 0..ROUNDS {
+        let q = F::new();
+        let timeouts: Vec<Duration> = (0..4)
+            .map(|_| Duration::from_micros(rng.below(300) as u64))
+            .collect();
+        let received: Vec<Option<usize>> = thread::scope(|s| {
+            let _close = CloseOnUnwind(&q);
             let q = &q;
-            s.spawn(move || {
-                for v in (p..WAITERS).step_by(4) {
-                    q.push(v).unwrap();
-                }
-            });
-        }
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    got.sort_unstable();
-    assert_eq!(got, (0..WAITERS).collect::<Vec<_>>());
-    assert!(q.is_empty());
+            let waiters: Vec<_> = timeouts
+                .iter()
+                .map(|&t| s.spawn(move || q.pop_timeout(t).ok()))
+                .collect();
+            let pushers: Vec<_> = (0..2)
+                .map(|p| s.spawn(move || q.push(2 * round + p).unwrap()))
+                .collect();
+            for p in pushers {
+                join_scoped(p);
+            }
+            waiters.into_iter().map(join_scoped).collect()
+        });
+        let mut all: Vec<usize> = received.into_iter().flatten().collect();
+        all.extend(std::iter::from_fn(|| q.try_pop().ok()));
+        all.sort_unstable();
+        assert_eq!(all, vec![2 * round, 2 * round + 1], "round {round}");
+        assert_eq!(q.waiting_consumers(), 0);
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Timeouts
 // ---------------------------------------------------------------------------
 
-// pop_timeout on an empty queue waits at least its timeout, then reports Timeout.
-#[test]
-fn timeout_waits_and_expires() {
-    let q = DualQueue::<u8>::new();
+// pop_timeout on an empty structure waits at least its timeout, then reports Timeout.
+fn timeout_waits_and_expires<F: Flavour>() {
+    let q = F::new::<u8>();
     for ms in [1, 10, 50] {
         let d = Duration::from_millis(ms);
         let start = Instant::now();
@@ -771,9 +924,8 @@ fn timeout_waits_and_expires() {
 }
 
 // Zero, huge and Duration::MAX timeouts and past/far deadlines never panic and behave sensibly.
-#[test]
-fn timeout_edge_durations() {
-    let q = DualQueue::new();
+fn timeout_edge_durations<F: Flavour>() {
+    let q = F::new();
 
     // Zero and past: a non-waiting attempt.
     assert_eq!(q.pop_timeout(Duration::ZERO), Err(PopTimeoutError::Timeout));
@@ -815,7 +967,7 @@ fn timeout_edge_durations() {
             thread::sleep(Duration::from_millis(5));
             assert!(!c.is_finished(), "pop_timeout({d:?}) gave up");
             q.push(77).unwrap();
-            assert_eq!(c.join().unwrap(), Ok(77));
+            assert_eq!(join_scoped(c), Ok(77));
         }
     });
 
@@ -826,28 +978,10 @@ fn timeout_edge_durations() {
     assert_eq!(q.pop_deadline(past()), Err(PopTimeoutError::Closed));
 }
 
-/// Spins (yielding now and then) until `flag` holds `value`; fails the test
-/// after [`PATIENCE`]. Used instead of a `Barrier` where both threads must
-/// start at nearly the same instant (a parked thread wakes far too late).
-fn spin_until(flag: &AtomicUsize, value: usize) {
-    let start = Instant::now();
-    let mut spins = 0u32;
-    while flag.load(Ordering::Acquire) != value {
-        spins += 1;
-        if spins % 64 == 0 {
-            assert!(start.elapsed() < PATIENCE, "the other thread never arrived");
-            thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-}
-
 // A pop_timeout racing a push: each round the value is either received or still stored, never lost or doubled.
-#[test]
-fn timeout_racing_push_loses_nothing() {
+fn timeout_racing_push_loses_nothing<F: Flavour>() {
     const ROUNDS: usize = if cfg!(miri) { 20 } else { 3_000 };
-    let q = DualQueue::new();
+    let q = F::new();
     // Round r starts when `go` becomes r + 1 and its push is done when
     // `pushed` becomes r + 1.
     let go = AtomicUsize::new(0);
@@ -892,7 +1026,7 @@ fn timeout_racing_push_loses_nothing() {
                     assert_eq!(q.try_pop(), Ok(round), "round {round}: value lost");
                     stored += 1;
                 }
-                Err(PopTimeoutError::Closed) => panic!("round {round}: queue reported closed"),
+                Err(PopTimeoutError::Closed) => panic!("round {round}: reported closed"),
             }
             assert_eq!(q.waiting_consumers(), 0);
         }
@@ -902,10 +1036,9 @@ fn timeout_racing_push_loses_nothing() {
 }
 
 // A waiter whose deadline passes just as a producer fulfils it returns the value (and then it is not stored).
-#[test]
-fn timed_out_waiter_fulfilled_at_deadline_returns_value() {
+fn timed_out_waiter_fulfilled_at_deadline_returns_value<F: Flavour>() {
     const ROUNDS: usize = if cfg!(miri) { 10 } else { 500 };
-    let q = DualQueue::new();
+    let q = F::new();
     let (tx, rx) = mpsc::channel::<Instant>();
     let end = Barrier::new(2);
     let mut late_ok = 0;
@@ -942,7 +1075,7 @@ fn timed_out_waiter_fulfilled_at_deadline_returns_value() {
                 Err(PopTimeoutError::Timeout) => {
                     assert_eq!(q.try_pop(), Ok(round), "round {round}: value lost");
                 }
-                Err(PopTimeoutError::Closed) => panic!("round {round}: queue reported closed"),
+                Err(PopTimeoutError::Closed) => panic!("round {round}: reported closed"),
             }
         }
     });
@@ -959,16 +1092,46 @@ fn timed_out_waiter_fulfilled_at_deadline_returns_value() {
     }
 }
 
+// Thousands of timeouts next to a permanent waiter: it stays the only waiter and gets the next value.
+fn timeouts_over_permanent_waiter<F: Flavour>() {
+    const WAITS: usize = if cfg!(miri) { 10 } else { 2_000 };
+    let q = F::new();
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        let permanent = s.spawn(|| q.pop());
+        wait_for_waiters(&q, 1);
+        let timers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..WAITS / 4 {
+                        assert_eq!(
+                            q.pop_timeout(Duration::from_micros(1)),
+                            Err(PopTimeoutError::Timeout)
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in timers {
+            join_scoped(t);
+        }
+        assert_eq!(q.waiting_consumers(), 1);
+        q.push(5).unwrap();
+        assert_eq!(join_scoped(permanent), Ok(5));
+    });
+    assert_eq!(q.waiting_consumers(), 0);
+    assert!(q.is_empty());
+}
+
 // ---------------------------------------------------------------------------
 // Closing
 // ---------------------------------------------------------------------------
 
 // close() wakes every blocked consumer, of every flavour, with Err.
-#[test]
-fn close_wakes_waiters() {
+fn close_wakes_waiters<F: Flavour>() {
     // Plain threads (not scoped): if close fails to wake one, the test fails
     // instead of hanging.
-    let q = Arc::new(DualQueue::<u32>::new());
+    let q = Arc::new(F::new::<u32>());
     let far = Duration::from_secs(3600);
     let mut pops = Vec::new();
     let mut timed = Vec::new();
@@ -993,11 +1156,10 @@ fn close_wakes_waiters() {
     assert!(q.is_closed());
 }
 
-// Oversubscribed: 40 blocked consumers all wake with Err when the queue closes.
-#[test]
-fn close_wakes_many_waiters() {
+// Oversubscribed: 40 blocked consumers all wake with Err when the structure closes.
+fn close_wakes_many_waiters<F: Flavour>() {
     const WAITERS: usize = if cfg!(miri) { 4 } else { 40 };
-    let q = Arc::new(DualQueue::<u32>::new());
+    let q = Arc::new(F::new::<u32>());
     let handles: Vec<_> = (0..WAITERS)
         .map(|_| {
             let q = Arc::clone(&q);
@@ -1012,11 +1174,10 @@ fn close_wakes_many_waiters() {
 }
 
 // Consumers starting to wait while close() runs all return (none is left blocked).
-#[test]
-fn close_racing_new_waiters() {
+fn close_racing_new_waiters<F: Flavour>() {
     const ROUNDS: usize = if cfg!(miri) { 5 } else { 300 };
     for _ in 0..ROUNDS {
-        let q = Arc::new(DualQueue::<u32>::new());
+        let q = Arc::new(F::new::<u32>());
         let go = Arc::new(Barrier::new(4));
         let handles: Vec<_> = (0..3)
             .map(|i| {
@@ -1038,7 +1199,7 @@ fn close_racing_new_waiters() {
         for h in handles {
             assert!(
                 join(h),
-                "a consumer got a value from a queue nobody pushed to"
+                "a consumer got a value from a structure nobody pushed to"
             );
         }
         assert_eq!(q.waiting_consumers(), 0);
@@ -1046,11 +1207,10 @@ fn close_racing_new_waiters() {
 }
 
 // A push racing close() while a consumer waits: the value is delivered, stored, or handed back — exactly one.
-#[test]
-fn close_racing_push_to_waiter() {
+fn close_racing_push_to_waiter<F: Flavour>() {
     const ROUNDS: usize = if cfg!(miri) { 5 } else { 500 };
     for round in 0..ROUNDS {
-        let q = Arc::new(DualQueue::new());
+        let q = Arc::new(F::new());
         let go = Arc::new(Barrier::new(2));
         let c = {
             let q = Arc::clone(&q);
@@ -1087,23 +1247,24 @@ fn close_racing_push_to_waiter() {
 }
 
 // Values pushed before close() are still popped (in order, by every flavour) after it; then each flavour reports closed.
-#[test]
-fn drain_after_close() {
-    let q = DualQueue::new();
+fn drain_after_close<F: Flavour>() {
+    let q = F::new();
     for i in 0..8 {
         q.push(i).unwrap();
     }
     assert!(q.close());
     assert!(q.is_closed());
     assert_eq!(q.len(), 8);
-    assert_eq!(q.pop(), Ok(0));
-    assert_eq!(q.try_pop(), Ok(1));
-    assert_eq!(q.pop_timeout(Duration::ZERO), Ok(2));
-    assert_eq!(q.pop_timeout(Duration::MAX), Ok(3));
-    assert_eq!(q.pop_deadline(past()), Ok(4));
-    assert_eq!(q.pop_timeout(Duration::from_secs(1)), Ok(5));
-    assert_eq!(q.pop(), Ok(6));
-    assert_eq!(q.pop(), Ok(7));
+    let mut expected = F::ORDER.served((0..8).collect()).into_iter();
+    let mut next = || expected.next().unwrap();
+    assert_eq!(q.pop(), Ok(next()));
+    assert_eq!(q.try_pop(), Ok(next()));
+    assert_eq!(q.pop_timeout(Duration::ZERO), Ok(next()));
+    assert_eq!(q.pop_timeout(Duration::MAX), Ok(next()));
+    assert_eq!(q.pop_deadline(past()), Ok(next()));
+    assert_eq!(q.pop_timeout(Duration::from_secs(1)), Ok(next()));
+    assert_eq!(q.pop(), Ok(next()));
+    assert_eq!(q.pop(), Ok(next()));
     assert!(q.is_empty());
 
     assert_eq!(q.pop(), Err(PopError));
@@ -1117,11 +1278,11 @@ fn drain_after_close() {
     assert_eq!(q.waiting_consumers(), 0);
 }
 
-// Concurrent consumers drain a closed queue: every stored value popped once, then all see closed.
-#[test]
-fn concurrent_drain_after_close() {
+// Concurrent consumers drain a closed structure: every stored value popped once, each consumer in
+// the structure's order, then all see closed.
+fn concurrent_drain_after_close<F: Flavour>() {
     let n = COUNT / 10;
-    let q = DualQueue::new();
+    let q = F::new();
     for i in 0..n {
         q.push(i).unwrap();
     }
@@ -1131,7 +1292,17 @@ fn concurrent_drain_after_close() {
         let _close = CloseOnUnwind(&q);
         for _ in 0..THREADS {
             s.spawn(|| {
+                let mut last = None;
                 while let Ok(v) = q.pop() {
+                    // Nothing is pushed any more: each consumer's values move
+                    // one way (queue: up; stack: down).
+                    if let Some(last) = last {
+                        assert!(
+                            (v > last) == (F::ORDER == Order::Fifo),
+                            "popped {v} after {last}"
+                        );
+                    }
+                    last = Some(v);
                     seen[v].fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -1142,9 +1313,8 @@ fn concurrent_drain_after_close() {
 }
 
 // push after close() fails with the value; close() is idempotent and reports who closed.
-#[test]
-fn push_after_close_returns_value() {
-    let q = DualQueue::new();
+fn push_after_close_returns_value<F: Flavour>() {
+    let q = F::new();
     q.push(1).unwrap();
     assert!(q.close());
     assert!(!q.close(), "second close claims to have closed");
@@ -1157,15 +1327,13 @@ fn push_after_close_returns_value() {
     assert_eq!(q.try_pop(), Err(TryPopError::Closed));
 }
 
-// Exactly one of several concurrent close() calls reports that it closed the queue.
-#[test]
-fn concurrent_close_exactly_one_wins() {
+// Exactly one of several concurrent close() calls reports that it closed the structure.
+fn concurrent_close_exactly_one_wins<F: Flavour>() {
     const ROUNDS: usize = if cfg!(miri) { 5 } else { 200 };
     for _ in 0..ROUNDS {
-        let q = DualQueue::<u8>::new();
+        let q = F::new::<u8>();
         let wins = AtomicUsize::new(0);
         thread::scope(|s| {
-            let _close = CloseOnUnwind(&q);
             for _ in 0..4 {
                 s.spawn(|| {
                     if q.close() {
