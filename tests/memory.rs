@@ -332,6 +332,96 @@ fn dropped_with_cancelled_reservations<F: Flavour>(name: &str) {
     waiter.join().unwrap();
 }
 
+/// (d) A cancelled reservation with a live one linked after it (stack: on
+/// top of it, so the cancelled one must be unspliced from below; queue: it is
+/// at the front, and leaves with the next head advance), round after round.
+/// A persistent waiter links the live reservation each round and is served
+/// by the round's push. (On the stack a buried cancelled node would also go
+/// once it resurfaces on top, so this checks the unsplice path frees what it
+/// unlinks, not that the unsplice happens: with it disabled the stack stays
+/// flat here too, the garbage being bounded by the live waiters above it.)
+fn under_a_later_waiter<F: Flavour>(name: &str) {
+    const ROUNDS: usize = if cfg!(miri) { 5 } else { 5_000 };
+    let q = Arc::new(F::new::<u64>());
+    let (timed_go, timed_rx) = mpsc::channel::<()>();
+    let (timed_done, timed_finished) = mpsc::channel::<bool>();
+    let timed = {
+        let q = Arc::clone(&q);
+        thread::spawn(move || {
+            for () in timed_rx {
+                // Long enough for the later waiter to line up, short enough
+                // to time out soon after. Reports whether the later waiter
+                // was linked when this one gave up.
+                assert!(q.pop_timeout(Duration::from_micros(300)).is_err());
+                timed_done.send(q.waiting_consumers() == 1).unwrap();
+            }
+        })
+    };
+    let (later_go, later_rx) = mpsc::channel::<()>();
+    let (served, from_later) = mpsc::channel::<u64>();
+    let later = {
+        let q = Arc::clone(&q);
+        thread::spawn(move || {
+            for () in later_rx {
+                served.send(q.pop().unwrap()).unwrap();
+            }
+        })
+    };
+    let mut buried = 0;
+    let mut round = |r: u64| {
+        timed_go.send(()).unwrap();
+        // Until the timed waiter is linked (or, descheduled, already gone).
+        let early = loop {
+            if let Ok(early) = timed_finished.try_recv() {
+                break Some(early);
+            }
+            if q.waiting_consumers() > 0 {
+                break None;
+            }
+            thread::yield_now();
+        };
+        later_go.send(()).unwrap();
+        let linked_later = early.unwrap_or_else(|| timed_finished.recv().unwrap());
+        buried += usize::from(linked_later);
+        // The later waiter may link only now (then the round buried nothing).
+        while q.waiting_consumers() != 1 {
+            thread::yield_now();
+        }
+        q.push(r).unwrap();
+        assert_eq!(from_later.recv().unwrap(), r);
+    };
+    for r in 0..ROUNDS as u64 / 10 {
+        round(r);
+    }
+    let baseline = settled_live();
+    let mut over = Vec::new();
+    for r in 1..=ROUNDS {
+        round(r as u64);
+        if r % (ROUNDS / 5).max(1) == 0 {
+            over.push(settled_live() as isize - baseline as isize);
+        }
+    }
+    drop(round);
+    drop((timed_go, later_go));
+    timed.join().unwrap();
+    later.join().unwrap();
+    eprintln!(
+        "{name} under a later waiter: {} rounds ({buried} timed out with a later waiter linked), \
+         live bytes over baseline: {over:?}",
+        ROUNDS + ROUNDS / 10
+    );
+    assert!(
+        buried > ROUNDS / 2,
+        "{name}: only {buried} rounds buried a cancelled reservation"
+    );
+    for &grown in &over {
+        assert!(
+            grown < MAX_OVER_BASELINE as isize,
+            "{name}: live memory grew by {grown} bytes: cancelled reservations under live ones leak"
+        );
+    }
+}
+
 // Live heap stays flat over a million timed-out waits per scenario, on both structures: alone (one
 // and four threads), next to a blocked waiter, and across drops. One #[test]: see the module docs.
 #[test]
@@ -340,6 +430,7 @@ fn flat_memory_after_a_million_timed_out_waits() {
         alone::<F>(name);
         next_to_a_blocked_waiter::<F>(name);
         dropped_with_cancelled_reservations::<F>(name);
+        under_a_later_waiter::<F>(name);
     }
     scenarios::<Queue>("queue");
     scenarios::<Stack>("stack");
