@@ -270,6 +270,23 @@ fn next_to_a_blocked_waiter<F: Flavour>(name: &str) {
     assert!(q.is_empty());
 }
 
+/// Runs `round(0..)` `rounds / 10` times to warm up, then `rounds` times,
+/// and returns live bytes over the post-warm-up baseline at each fifth.
+fn rounds_over_baseline(rounds: usize, mut round: impl FnMut(u64)) -> Vec<isize> {
+    for r in 0..rounds as u64 / 10 {
+        round(r);
+    }
+    let baseline = settled_live();
+    let mut over = Vec::new();
+    for r in 1..=rounds {
+        round(r as u64);
+        if r % (rounds / 5).max(1) == 0 {
+            over.push(settled_live() as isize - baseline as isize);
+        }
+    }
+    over
+}
+
 /// (c) Structures dropped while cancelled reservations are still in them
 /// (next to a served waiter): dropping the structure frees those nodes too.
 ///
@@ -307,17 +324,7 @@ fn dropped_with_cancelled_reservations<F: Flavour>(name: &str) {
         assert_eq!(Arc::strong_count(&q), 1);
         // Dropped here, with any cancelled reservations still linked.
     };
-    for r in 0..ROUNDS as u64 / 10 {
-        round(r);
-    }
-    let baseline = settled_live();
-    let mut over = Vec::new();
-    for r in 1..=ROUNDS {
-        round(r as u64);
-        if r % (ROUNDS / 5).max(1) == 0 {
-            over.push(settled_live() as isize - baseline as isize);
-        }
-    }
+    let over = rounds_over_baseline(ROUNDS, round);
     eprintln!(
         "{name} dropped with cancelled reservations: {ROUNDS} rounds, live bytes over baseline: {over:?}"
     );
@@ -368,7 +375,7 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
         })
     };
     let mut buried = 0;
-    let mut round = |r: u64| {
+    let round = |r: u64| {
         timed_go.send(()).unwrap();
         // Until the timed waiter is linked (or, descheduled, already gone).
         let early = loop {
@@ -390,18 +397,7 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
         q.push(r).unwrap();
         assert_eq!(from_later.recv().unwrap(), r);
     };
-    for r in 0..ROUNDS as u64 / 10 {
-        round(r);
-    }
-    let baseline = settled_live();
-    let mut over = Vec::new();
-    for r in 1..=ROUNDS {
-        round(r as u64);
-        if r % (ROUNDS / 5).max(1) == 0 {
-            over.push(settled_live() as isize - baseline as isize);
-        }
-    }
-    drop(round);
+    let over = rounds_over_baseline(ROUNDS, round);
     drop((timed_go, later_go));
     timed.join().unwrap();
     later.join().unwrap();
