@@ -84,6 +84,10 @@ mod queue;
 mod slot;
 mod stack;
 mod sync;
+// Issue 6, step 1 (docs/design-rendezvous.md): checked on its own (unit
+// tests, loom) before the slot switches to it.
+#[allow(dead_code)]
+mod waiter;
 
 pub use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
 pub use crate::queue::DualQueue;
