@@ -213,3 +213,10 @@ fn drop_with_stored_values() {
 }
 
 mod stack;
+
+#[path = "../tests/lincheck/mod.rs"]
+mod lincheck;
+
+mod lin;
+mod lin_queue;
+mod lin_stack;

@@ -39,8 +39,8 @@
 //! A [`History`] is the real-time order of *events*: each operation's
 //! invocation and response (with its result). Real threads take a ticket
 //! from one `SeqCst` counter just before calling and just after returning
-//! ([`Recorder`]); loom models use a plain std counter, which gives loom's
-//! execution order. A history may also hold [`Event::Waiting`] marks: "this
+//! ([`Recorder`]; under loom the counter is a loom atomic, so that the
+//! ticket order implies happens-before there too). A history may also hold [`Event::Waiting`] marks: "this
 //! pop had made its request by now" (a test that saw it in
 //! `waiting_consumers()` knows that). Without marks a request is never
 //! observable except through its fulfilment, so the order of two waiters is
@@ -81,6 +81,10 @@
 
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
+// Under loom the clock is a loom atomic: see [`Recorder`].
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -299,10 +303,33 @@ impl Builder {
     }
 }
 
-/// The clock of a recorded history: tickets from one `SeqCst` counter.
-#[derive(Debug, Default)]
+/// The clock of a recorded history: tickets from one counter, taken with
+/// `SeqCst` read-modify-writes.
+///
+/// The ticket order must be one the operations' memory effects respect, or
+/// the checker would demand that an operation see the effects of one that
+/// merely ran earlier. On real threads each ticket RMW reads the previous
+/// one, so a response's ticket happens-before every later invocation's
+/// ticket: "returned before the other was invoked" implies happens-before,
+/// as for any client that observed the order. Under loom the counter is a
+/// loom atomic for the same reason. A plain std counter would give loom's
+/// execution order without the happens-before edges, and loom's weak memory
+/// model then lets an operation read values older than those of an
+/// operation that ran to completion before it in that order (a push returns,
+/// then a `try_pop` on another thread, unsynchronized with it, still reads
+/// the old, empty list): C11 allows that, so the checker must not demand
+/// otherwise. The loom atomic costs some extra interleavings.
+#[derive(Debug)]
 pub struct Recorder {
     clock: AtomicU64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            clock: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Recorder {
@@ -312,6 +339,8 @@ impl Recorder {
 
     /// A fresh ticket.
     pub fn now(&self) -> u64 {
+        // SeqCst (AcqRel under loom, which models SeqCst RMWs as AcqRel):
+        // each ticket acquires every earlier one, see the type's docs.
         self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
