@@ -12,8 +12,10 @@
 use super::lincheck::{check, Call, Dual, History, Op, Recorder};
 use super::model;
 use dualq::{DualQueue, DualStack};
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// A timeout for `pop_timeout` under loom. Loom has no clock: any timed wait
@@ -31,7 +33,12 @@ pub enum Step {
     /// Run an operation on the main thread.
     Run(Op),
     /// Yield until exactly `n` consumers wait, then mark each listed
-    /// operation (thread, index in its script) as seen waiting.
+    /// operation (thread, index in its script) as seen waiting; or until a
+    /// listed thread has finished its script (a timed pop may time out
+    /// before it is seen), then mark nothing. Either way the main thread's
+    /// next steps start after the listed pops have linked or finished, so a
+    /// race of their cancel against the main thread's push needs only one
+    /// preemption.
     AwaitWaiting(usize, &'static [(usize, usize)]),
     /// Join every spawned thread.
     Join,
@@ -69,15 +76,34 @@ pub fn lin_model<D>(name: &'static str, bound: usize, scenario: Scenario)
 where
     D: Dual + Waiters + Default + Send + Sync + 'static,
 {
-    model(name, bound, move || run_once::<D>(name, scenario));
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = outcomes.clone();
+    model(name, bound, move || {
+        let outcome = run_once::<D>(name, scenario);
+        seen.lock().unwrap().insert(outcome);
+    });
+    // What the executions returned, to show the model reaches each race's
+    // outcomes (a timed pop that sometimes times out, and so on).
+    let outcomes = outcomes.lock().unwrap();
+    println!("  {} distinct outcomes:", outcomes.len());
+    for o in outcomes.iter() {
+        println!("    {o}");
+    }
 }
 
-fn run_once<D>(name: &str, scenario: Scenario)
+/// Runs the scenario once, checks the history, and returns the results of
+/// the operations, thread by thread.
+fn run_once<D>(name: &str, scenario: Scenario) -> String
 where
     D: Dual + Waiters + Default + Send + Sync + 'static,
 {
     let target = Arc::new(D::default());
     let rec = std::sync::Arc::new(Recorder::new());
+    let done: Vec<Arc<AtomicBool>> = scenario
+        .threads
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
     let mut handles: Vec<Option<thread::JoinHandle<Vec<Call>>>> =
         scenario.threads.iter().map(|_| None).collect();
     let mut per_thread: Vec<Vec<Call>> = vec![Vec::new(); scenario.threads.len() + 1];
@@ -98,27 +124,47 @@ where
             Step::Spawn(t) => {
                 let (target, rec) = (target.clone(), rec.clone());
                 let ops = scenario.threads[t - 1];
+                let done = done[t - 1].clone();
                 handles[t - 1] = Some(thread::spawn(move || {
-                    ops.iter().map(|&op| rec.run(&*target, t, op)).collect()
+                    let calls = ops.iter().map(|&op| rec.run(&*target, t, op)).collect();
+                    // Release: pairs with the Acquire load in `AwaitWaiting`.
+                    done.store(true, Ordering::Release);
+                    calls
                 }));
             }
             Step::Run(op) => {
                 let call = rec.run(&*target, 0, op);
                 per_thread[0].push(call);
             }
-            Step::AwaitWaiting(n, seen) => {
-                while target.waiting() != n {
-                    thread::yield_now();
+            Step::AwaitWaiting(n, seen) => loop {
+                if target.waiting() == n {
+                    for &(t, j) in seen {
+                        marks.push((t, j, rec.now()));
+                    }
+                    break;
                 }
-                for &(t, j) in seen {
-                    marks.push((t, j, rec.now()));
+                if seen
+                    .iter()
+                    .any(|&(t, _)| done[t - 1].load(Ordering::Acquire))
+                {
+                    break;
                 }
-            }
+                thread::yield_now();
+            },
             Step::Join => join_all(&mut handles, &mut per_thread),
         }
     }
     join_all(&mut handles, &mut per_thread);
 
+    let outcome = per_thread
+        .iter()
+        .enumerate()
+        .map(|(t, calls)| {
+            let rets: Vec<String> = calls.iter().map(|c| format!("{:?}", c.ret)).collect();
+            format!("t{t}: {}", rets.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let mut offsets = Vec::with_capacity(per_thread.len());
     let mut calls = Vec::new();
     for c in per_thread {
@@ -133,6 +179,7 @@ where
     if let Err(e) = check(D::KIND, &history) {
         panic!("loom model {name}: {e}");
     }
+    outcome
 }
 
 // ---- the scenarios, shared by both structures ----
@@ -242,26 +289,15 @@ pub const WAITER_PUSH_CLOSE: Scenario = Scenario {
     threads: &[&[Pop], &[Push(1)]],
 };
 
-/// pop_timeout ‖ pop ‖ two pushes.
-pub const TIMEOUT_POP_PUSHES: Scenario = Scenario {
-    main: &[
-        Spawn(1),
-        Spawn(2),
-        Run(Push(1)),
-        Run(Push(2)),
-        Join,
-        Run(TryPop),
-    ],
-    threads: &[&[PT], &[Pop]],
-};
-
-/// A waiter seen waiting, then a timed pop racing two pushes (the cancel
-/// against the fulfilment, among waiters).
+/// A waiter seen waiting, then a timed pop seen waiting (or timed out),
+/// then two pushes: the timed pop's cancel races the fulfilment that
+/// serves it, among waiters (queue: the second push; stack: the first).
 pub const WAITER_TIMEOUT_PUSHES: Scenario = Scenario {
     main: &[
         Spawn(1),
         AwaitWaiting(1, &[(1, 0)]),
         Spawn(2),
+        AwaitWaiting(2, &[(2, 0)]),
         Run(Push(1)),
         Run(Push(2)),
         Join,
@@ -309,9 +345,18 @@ pub const WAITER_TRY_POP_PUSH: Scenario = Scenario {
     threads: &[&[Pop], &[TryPop]],
 };
 
-/// pop_timeout ‖ pop_timeout ‖ push.
+/// Two timed pops, each seen waiting (or timed out) in turn, then a push:
+/// two cancels (and their cleanups) racing a fulfilment.
 pub const TWO_TIMEOUTS_PUSH: Scenario = Scenario {
-    main: &[Spawn(1), Spawn(2), Run(Push(1)), Join, Run(TryPop)],
+    main: &[
+        Spawn(1),
+        AwaitWaiting(1, &[(1, 0)]),
+        Spawn(2),
+        AwaitWaiting(2, &[(2, 0)]),
+        Run(Push(1)),
+        Join,
+        Run(TryPop),
+    ],
     threads: &[&[PT], &[PT]],
 };
 

@@ -66,64 +66,62 @@ fn lin_stack_two_timeouts() {
 
 #[test]
 fn lin_stack_two_waiters_marked() {
-    run("lin_stack_two_waiters_marked", 2, lin::TWO_WAITERS_MARKED);
+    run("lin_stack_two_waiters_marked", 1, lin::TWO_WAITERS_MARKED);
 }
 
 #[test]
 fn lin_stack_pop_pop_pushes() {
-    run("lin_stack_pop_pop_pushes", 2, lin::POP_POP_PUSHES);
+    run("lin_stack_pop_pop_pushes", 1, lin::POP_POP_PUSHES);
 }
 
 #[test]
 fn lin_stack_pop_push_close() {
-    run("lin_stack_pop_push_close", 2, lin::POP_PUSH_CLOSE);
+    run("lin_stack_pop_push_close", 1, lin::POP_PUSH_CLOSE);
 }
 
 #[test]
 fn lin_stack_waiter_push_close() {
-    run("lin_stack_waiter_push_close", 2, lin::WAITER_PUSH_CLOSE);
-}
-
-#[test]
-fn lin_stack_timeout_pop_pushes() {
-    run("lin_stack_timeout_pop_pushes", 2, lin::TIMEOUT_POP_PUSHES);
+    run("lin_stack_waiter_push_close", 1, lin::WAITER_PUSH_CLOSE);
 }
 
 #[test]
 fn lin_stack_waiter_timeout_pushes() {
     run(
         "lin_stack_waiter_timeout_pushes",
-        2,
+        1,
         lin::WAITER_TIMEOUT_PUSHES,
     );
 }
 
+/// Not run by default (about 70 s at preemption bound 1); run it with
+/// `cargo test --release --test loom -- --ignored lin_stack_push_push_pop`.
 #[test]
+#[ignore = "slow"]
 fn lin_stack_push_push_pop() {
-    run("lin_stack_push_push_pop", 2, lin::PUSH_PUSH_POP);
+    run("lin_stack_push_push_pop", 1, lin::PUSH_PUSH_POP);
 }
 
 #[test]
 fn lin_stack_waiter_push_push() {
-    run("lin_stack_waiter_push_push", 2, lin::WAITER_PUSH_PUSH);
+    run("lin_stack_waiter_push_push", 1, lin::WAITER_PUSH_PUSH);
 }
 
 #[test]
 fn lin_stack_pop_try_pop_push() {
-    run("lin_stack_pop_try_pop_push", 2, lin::POP_TRY_POP_PUSH);
+    run("lin_stack_pop_try_pop_push", 1, lin::POP_TRY_POP_PUSH);
 }
 
 #[test]
 fn lin_stack_waiter_try_pop_push() {
-    run("lin_stack_waiter_try_pop_push", 2, lin::WAITER_TRY_POP_PUSH);
+    run("lin_stack_waiter_try_pop_push", 1, lin::WAITER_TRY_POP_PUSH);
 }
 
 #[test]
 fn lin_stack_two_timeouts_push() {
-    run("lin_stack_two_timeouts_push", 2, lin::TWO_TIMEOUTS_PUSH);
+    run("lin_stack_two_timeouts_push", 1, lin::TWO_TIMEOUTS_PUSH);
 }
 
 #[test]
 fn lin_stack_push_try_pop_close() {
-    run("lin_stack_push_try_pop_close", 2, lin::PUSH_TRY_POP_CLOSE);
+    run("lin_stack_push_try_pop_close", 1, lin::PUSH_TRY_POP_CLOSE);
 }
