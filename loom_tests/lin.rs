@@ -11,7 +11,6 @@
 
 use super::lincheck::{check, Call, Dual, History, Op, Recorder};
 use super::model;
-use dualq::{DualQueue, DualStack};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -52,29 +51,12 @@ pub struct Scenario {
     pub threads: &'static [&'static [Op]],
 }
 
-/// A structure loom can count the waiters of.
-pub trait Waiters {
-    fn waiting(&self) -> usize;
-}
-
-impl Waiters for DualQueue<u64> {
-    fn waiting(&self) -> usize {
-        self.waiting_consumers()
-    }
-}
-
-impl Waiters for DualStack<u64> {
-    fn waiting(&self) -> usize {
-        self.waiting_consumers()
-    }
-}
-
 /// Runs `scenario` on `D` under loom with preemption bound `bound` (unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise), checking every execution's
 /// history.
 pub fn lin_model<D>(name: &'static str, bound: usize, scenario: Scenario)
 where
-    D: Dual + Waiters + Default + Send + Sync + 'static,
+    D: Dual + Default + Send + Sync + 'static,
 {
     let outcomes = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let seen = outcomes.clone();
@@ -95,7 +77,7 @@ where
 /// the operations, thread by thread.
 fn run_once<D>(name: &str, scenario: Scenario) -> String
 where
-    D: Dual + Waiters + Default + Send + Sync + 'static,
+    D: Dual + Default + Send + Sync + 'static,
 {
     let target = Arc::new(D::default());
     let rec = std::sync::Arc::new(Recorder::new());

@@ -6,9 +6,13 @@
 //! each (push, try_pop, pop_timeout with zero, tiny and short timeouts,
 //! blocking pop, close), starting together at a barrier. A blocking `pop`
 //! appears only in histories with a `close` that no blocking call precedes
-//! in its own thread, so no pop waits for ever. The threads are reused from
-//! history to history; the main thread checks one history while the
-//! workers run the next.
+//! in its own thread, so no pop waits for ever. Workers also *watch* now
+//! and then: when the waiting reservations they count match the pops in
+//! flight, those pops are marked as seen waiting, which lets the checker
+//! check the order waiters are served in (without marks a request is not
+//! observable; see `waiter_order_needs_a_mark` in `lincheck_checker.rs`).
+//! The threads are reused from history to history; the main thread checks
+//! one history while the workers run the next.
 //!
 //! `cargo test --test lincheck_stress -- --nocapture` runs 100,000 histories
 //! per structure and prints how many it checked; set
@@ -18,14 +22,15 @@
 mod lincheck;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dualq::{DualQueue, DualStack};
-use lincheck::{check, Call, Dual, History, Op, Recorder, Ret};
+use lincheck::{check, Call, Dual, Event, History, Op, Recorder, Ret};
 
 /// Histories per structure unless `DUALQ_LIN_HISTORIES` says otherwise.
 const HISTORIES: u64 = if cfg!(miri) { 10 } else { 100_000 };
@@ -59,8 +64,16 @@ impl Rng {
     }
 }
 
+/// What a worker does next.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Op(Op),
+    /// Look for pops that are provably waiting and mark them (see `watch`).
+    Watch,
+}
+
 /// The scripts of one history, one per worker; a function of (seed, round).
-fn scripts(seed: u64, round: u64) -> Vec<Vec<Op>> {
+fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
     let mut rng = Rng::new(seed ^ round.wrapping_mul(0x2545_f491_4f6c_dd1d));
     // A third of the histories close: one worker (the closer) closes after
     // non-blocking operations only, so blocking pops are allowed there.
@@ -71,8 +84,11 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Op>> {
         let close_at = (closer == Some(w)).then(|| rng.below(n as u64) as usize);
         let mut script = Vec::with_capacity(n);
         for j in 0..n {
+            if rng.below(4) == 0 {
+                script.push(Action::Watch);
+            }
             if close_at == Some(j) {
-                script.push(Op::Close);
+                script.push(Action::Op(Op::Close));
                 continue;
             }
             let blocking_ok = closer.is_some() && close_at.map_or(true, |c| j > c);
@@ -87,7 +103,7 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Op>> {
                 _ if blocking_ok => Op::Pop,
                 _ => Op::PopTimeout(Duration::from_micros(20)),
             };
-            script.push(op);
+            script.push(Action::Op(op));
         }
         out.push(script);
     }
@@ -98,7 +114,10 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Op>> {
 struct Round<D> {
     target: D,
     rec: Recorder,
-    ops: Vec<Vec<Op>>,
+    ops: Vec<Vec<Action>>,
+    /// Per worker: 1 + the invocation ticket of its `pop` or non-zero
+    /// `pop_timeout` in progress (the operations that can wait), or 0.
+    in_flight: Vec<AtomicU64>,
     /// Workers past the barrier: each spins until all are, so they start
     /// closer together than a barrier's staggered wake-ups alone allow.
     arrived: AtomicUsize,
@@ -113,7 +132,7 @@ where
     let seed = env_u64("DUALQ_LIN_SEED", 0x5eed_d0a1);
     let start = Instant::now();
     let barrier = Arc::new(Barrier::new(WORKERS));
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Vec<Call>)>();
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
     let mut job_txs = Vec::new();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
@@ -127,11 +146,7 @@ where
                 while round.arrived.load(Ordering::SeqCst) < WORKERS {
                     thread::yield_now();
                 }
-                let calls = round.ops[w]
-                    .iter()
-                    .map(|&op| round.rec.run(&round.target, w, op))
-                    .collect();
-                if done_tx.send((w, calls)).is_err() {
+                if done_tx.send(run_script(&round, w)).is_err() {
                     return;
                 }
             }
@@ -144,28 +159,41 @@ where
             rec: Recorder::new(),
             ops: scripts(seed, r),
             arrived: AtomicUsize::new(0),
+            in_flight: (0..WORKERS).map(|_| AtomicU64::new(0)).collect(),
         });
         for tx in &job_txs {
             tx.send(round.clone()).unwrap();
         }
     };
     let collect = |r: u64| {
-        let mut calls = Vec::new();
+        let (mut calls, mut marks) = (Vec::new(), Vec::new());
         for _ in 0..WORKERS {
             match done_rx.recv_timeout(PATIENCE) {
-                Ok((_, c)) => calls.extend(c),
+                Ok((c, m)) => {
+                    calls.extend(c);
+                    marks.extend(m);
+                }
                 Err(_) => panic!(
                     "{name}: history {r} (seed {seed}) hung for {PATIENCE:?}: {:?}",
                     scripts(seed, r)
                 ),
             }
         }
-        History::from_calls(calls, &[])
+        // Marks name operations by invocation ticket; the history wants
+        // their index.
+        let index: HashMap<u64, usize> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.invoked, i))
+            .collect();
+        let marks: Vec<(usize, u64)> = marks.iter().map(|&(inv, at)| (index[&inv], at)).collect();
+        History::from_calls(calls, &marks)
     };
 
     let mut results: BTreeMap<String, u64> = BTreeMap::new();
     let mut configurations = 0usize;
     let mut overlapping = 0u64;
+    let mut marked = 0u64;
     let mut pending = None;
     for r in 0..=histories {
         if r < histories {
@@ -177,6 +205,11 @@ where
                 Err(e) => panic!("{name}: history {prev} (seed {seed}, DUALQ_LIN_SEED={seed}) {e}"),
             }
             overlapping += u64::from(overlaps(&history));
+            marked += history
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::Waiting(_)))
+                .count() as u64;
             for c in &history.calls {
                 let key = format!("{:?} -> {:?}", op_kind(&c.op), ret_kind(&c.ret));
                 *results.entry(key).or_default() += 1;
@@ -192,11 +225,72 @@ where
     }
     println!(
         "{name}: {histories} histories checked in {:.1?}, {overlapping} with operations \
-         of different threads overlapping ({configurations} search configurations)",
+         of different threads overlapping, {marked} pops marked as seen waiting \
+         ({configurations} search configurations)",
         start.elapsed()
     );
     for (k, n) in &results {
         println!("  {k:<28} {n}");
+    }
+}
+
+/// A worker's calls, and its marks: (invocation ticket of a pop seen
+/// waiting, ticket taken after it was seen).
+type Done = (Vec<Call>, Vec<(u64, u64)>);
+
+/// Runs worker `w`'s script of `round`.
+fn run_script<D: Dual>(round: &Round<D>, w: usize) -> Done {
+    let (rec, target) = (&round.rec, &round.target);
+    let (mut calls, mut marks) = (Vec::new(), Vec::new());
+    for &action in &round.ops[w] {
+        match action {
+            Action::Op(op @ (Op::Pop | Op::PopTimeout(_)))
+                if op != Op::PopTimeout(Duration::ZERO) =>
+            {
+                let invoked = rec.now();
+                // SeqCst: before the call, so before its reservation is
+                // linked; see `watch`.
+                round.in_flight[w].store(invoked + 1, Ordering::SeqCst);
+                let ret = target.apply(op);
+                let returned = rec.now();
+                round.in_flight[w].store(0, Ordering::SeqCst);
+                calls.push(Call {
+                    thread: w,
+                    op,
+                    ret,
+                    invoked,
+                    returned,
+                });
+            }
+            Action::Op(op) => calls.push(rec.run(target, w, op)),
+            Action::Watch => watch(round, &mut marks),
+        }
+    }
+    (calls, marks)
+}
+
+/// Marks the pops that provably wait now. Reads the set S of operations
+/// that can wait and are in flight, counts the waiting reservations (n),
+/// and reads S again. A waiting reservation belongs to an
+/// operation in flight whose `in_flight` entry was stored before it linked
+/// the reservation, so before the count saw it, so the second read of S
+/// includes it; if S did not change, each reservation counted is one
+/// operation of S. So n == |S| means every operation in S had linked its
+/// reservation (made its request) before any ticket taken now.
+fn watch<D: Dual>(round: &Round<D>, marks: &mut Vec<(u64, u64)>) {
+    let read = || -> Vec<u64> {
+        round
+            .in_flight
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .filter(|&t| t != 0)
+            .collect()
+    };
+    let before = read();
+    let n = round.target.waiting();
+    if n > 0 && n == before.len() && read() == before {
+        // Any ticket taken after the count will do: one per mark.
+        marks.extend(before.iter().map(|&t| (t - 1, round.rec.now())));
     }
 }
 

@@ -363,6 +363,8 @@ impl Recorder {
 pub trait Dual {
     const KIND: Kind;
     fn apply(&self, op: Op) -> Ret;
+    /// `waiting_consumers()`: how many reservations are waiting.
+    fn waiting(&self) -> usize;
 }
 
 fn ret_of_push(r: Result<(), dualq::PushError<u64>>) -> Ret {
@@ -403,6 +405,9 @@ impl Dual for DualQueue<u64> {
             Op::Close => Ret::CloseReturned(self.close()),
         }
     }
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
+    }
 }
 
 impl Dual for DualStack<u64> {
@@ -415,6 +420,9 @@ impl Dual for DualStack<u64> {
             Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
             Op::Close => Ret::CloseReturned(self.close()),
         }
+    }
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
     }
 }
 
