@@ -111,7 +111,12 @@ fn lin_waiter_try_pop_push() {
     run("lin_waiter_try_pop_push", 1, lin::WAITER_TRY_POP_PUSH);
 }
 
+/// Not run by default (123,908 interleavings, 35 to 45 s at preemption
+/// bound 1 on a loaded 2-core machine; `lin_two_timeouts` and
+/// `lin_waiter_timeout_pushes` cover its races in CI); run it with
+/// `cargo test --release --test loom -- --ignored lin_two_timeouts_push`.
 #[test]
+#[ignore = "slow"]
 fn lin_two_timeouts_push() {
     run("lin_two_timeouts_push", 1, lin::TWO_TIMEOUTS_PUSH);
 }
