@@ -18,22 +18,26 @@ use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::time::Duration;
 
 /// Runs `f` under loom with `bound` preemptions (unless `LOOM_MAX_PREEMPTIONS`
-/// overrides it) and prints how many interleavings it explored.
+/// overrides it) and prints how many interleavings it explored, and how long
+/// it took. (The counter is the model's own, so the count stays right when
+/// the test harness runs models in parallel.)
 fn model<F: Fn() + Sync + Send + 'static>(name: &str, bound: usize, f: F) {
-    static RUNS: StdAtomicUsize = StdAtomicUsize::new(0);
+    let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
+    let counter = runs.clone();
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(bound);
     }
-    let before = RUNS.load(StdOrdering::Relaxed);
+    let started = std::time::Instant::now();
     builder.check(move || {
-        RUNS.fetch_add(1, StdOrdering::Relaxed);
+        counter.fetch_add(1, StdOrdering::Relaxed);
         f();
     });
-    let explored = RUNS.load(StdOrdering::Relaxed) - before;
+    let explored = runs.load(StdOrdering::Relaxed);
     println!(
-        "loom model {name}: {explored} interleavings (preemption bound {:?})",
-        builder.preemption_bound
+        "loom model {name}: {explored} interleavings (preemption bound {:?}) in {:.1?}",
+        builder.preemption_bound,
+        started.elapsed()
     );
 }
 
@@ -213,3 +217,10 @@ fn drop_with_stored_values() {
 }
 
 mod stack;
+
+#[path = "../tests/lincheck/mod.rs"]
+mod lincheck;
+
+mod lin;
+mod lin_queue;
+mod lin_stack;

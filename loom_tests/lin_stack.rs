@@ -1,0 +1,130 @@
+//! Linearizability models of `DualStack`: every interleaving (up to the
+//! preemption bound) of small scenarios, each execution's history checked
+//! against the sequential specification (see `lin.rs`). Run only these with
+//! `cargo test --release --test loom -- lin_stack` (plus the loom `RUSTFLAGS`).
+
+use super::lin::{self, lin_model, Scenario};
+use dualq::DualStack;
+
+fn run(name: &'static str, bound: usize, scenario: Scenario) {
+    lin_model::<DualStack<u64>>(name, bound, scenario);
+}
+
+#[test]
+fn lin_stack_push_pop() {
+    run("lin_stack_push_pop", 2, lin::PUSH_POP);
+}
+
+#[test]
+fn lin_stack_push_try_pop() {
+    run("lin_stack_push_try_pop", 2, lin::PUSH_TRY_POP);
+}
+
+#[test]
+fn lin_stack_push_pop_timeout() {
+    run("lin_stack_push_pop_timeout", 2, lin::PUSH_POP_TIMEOUT);
+}
+
+#[test]
+fn lin_stack_push_push() {
+    run("lin_stack_push_push", 2, lin::PUSH_PUSH);
+}
+
+#[test]
+fn lin_stack_pop_pop_stored() {
+    run("lin_stack_pop_pop_stored", 2, lin::POP_POP_STORED);
+}
+
+#[test]
+fn lin_stack_pop_close() {
+    run("lin_stack_pop_close", 2, lin::POP_CLOSE);
+}
+
+#[test]
+fn lin_stack_pop_timeout_close() {
+    run("lin_stack_pop_timeout_close", 2, lin::POP_TIMEOUT_CLOSE);
+}
+
+#[test]
+fn lin_stack_push_close() {
+    run("lin_stack_push_close", 2, lin::PUSH_CLOSE);
+}
+
+#[test]
+fn lin_stack_try_pop_close_stored() {
+    run(
+        "lin_stack_try_pop_close_stored",
+        2,
+        lin::TRY_POP_CLOSE_STORED,
+    );
+}
+
+#[test]
+fn lin_stack_two_timeouts() {
+    run("lin_stack_two_timeouts", 2, lin::TWO_TIMEOUTS);
+}
+
+#[test]
+fn lin_stack_two_waiters_marked() {
+    run("lin_stack_two_waiters_marked", 1, lin::TWO_WAITERS_MARKED);
+}
+
+#[test]
+fn lin_stack_pop_pop_pushes() {
+    run("lin_stack_pop_pop_pushes", 1, lin::POP_POP_PUSHES);
+}
+
+#[test]
+fn lin_stack_pop_push_close() {
+    run("lin_stack_pop_push_close", 1, lin::POP_PUSH_CLOSE);
+}
+
+#[test]
+fn lin_stack_waiter_push_close() {
+    run("lin_stack_waiter_push_close", 1, lin::WAITER_PUSH_CLOSE);
+}
+
+#[test]
+fn lin_stack_waiter_timeout_pushes() {
+    run(
+        "lin_stack_waiter_timeout_pushes",
+        1,
+        lin::WAITER_TIMEOUT_PUSHES,
+    );
+}
+
+/// Not run by default (about 70 s at preemption bound 1); run it with
+/// `cargo test --release --test loom -- --ignored lin_stack_push_push_pop`.
+#[test]
+#[ignore = "slow"]
+fn lin_stack_push_push_pop() {
+    run("lin_stack_push_push_pop", 1, lin::PUSH_PUSH_POP);
+}
+
+#[test]
+fn lin_stack_waiter_push_push() {
+    run("lin_stack_waiter_push_push", 1, lin::WAITER_PUSH_PUSH);
+}
+
+#[test]
+fn lin_stack_pop_try_pop_push() {
+    run("lin_stack_pop_try_pop_push", 1, lin::POP_TRY_POP_PUSH);
+}
+
+#[test]
+fn lin_stack_waiter_try_pop_push() {
+    run("lin_stack_waiter_try_pop_push", 1, lin::WAITER_TRY_POP_PUSH);
+}
+
+/// Not run by default (343,168 interleavings, about two minutes at preemption bound 1; `lin_stack_two_timeouts` and `lin_stack_waiter_timeout_pushes` cover its races in CI); run it with
+/// `cargo test --release --test loom -- --ignored lin_stack_two_timeouts_push`.
+#[test]
+#[ignore = "slow"]
+fn lin_stack_two_timeouts_push() {
+    run("lin_stack_two_timeouts_push", 1, lin::TWO_TIMEOUTS_PUSH);
+}
+
+#[test]
+fn lin_stack_push_try_pop_close() {
+    run("lin_stack_push_try_pop_close", 1, lin::PUSH_TRY_POP_CLOSE);
+}

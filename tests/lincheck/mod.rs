@@ -1,0 +1,684 @@
+//! A linearizability checker for the dual structures, with their sequential
+//! specification written as code.
+//!
+//! Shared by the integration tests (`mod lincheck;`) and the loom models
+//! (`#[path = "../tests/lincheck/mod.rs"] mod lincheck;`), so it uses std
+//! only (no dev-dependency is available under `--cfg loom`).
+//!
+//! # The specification
+//!
+//! The abstract state is a sequence of stored values, a sequence of waiting
+//! *requests* (reservations, in the order they were made) and a `closed`
+//! flag. Following Scherer & Scott ("Nonblocking concurrent data structures
+//! with condition synchronization", DISC 2004), an operation is made of one
+//! or two atomic *steps*:
+//!
+//! * `push(v)` is one step. Open, no waiter: `v` is stored (at the back).
+//!   Open, with waiters: `v` goes to the oldest waiter ([`Kind::Queue`]) or
+//!   the newest ([`Kind::Stack`]) instead of being stored; that is the
+//!   waiter's *fulfilment*, and it is this push's step. Closed: the push
+//!   fails and hands `v` back.
+//! * `try_pop` is one step: the front value (queue) or the top value (stack);
+//!   else `Empty` while open, `Closed` once closed. Waiters do not matter.
+//! * `pop` and `pop_timeout` that find a value, or find the structure closed
+//!   and empty, are one step, as `try_pop`. On an open empty structure they
+//!   make a *request* step (the caller joins the waiters), and finish later
+//!   by one of: a push's fulfilment (result: the value), a `close` (result:
+//!   `Closed`), or, for `pop_timeout` only, a *cancel* step of their own that
+//!   removes the still-unfulfilled request (result: `Timeout`). A zero
+//!   timeout that returns `Timeout` at once is a request and a cancel back to
+//!   back.
+//! * `close` is one step: it sets `closed` (returning whether it was open)
+//!   and finishes every waiting request with `Closed`.
+//!
+//! Values and requests are both FIFO in the queue and both LIFO in the
+//! stack. The structure never holds values and requests at once.
+//!
+//! # Histories
+//!
+//! A [`History`] is the real-time order of *events*: each operation's
+//! invocation and response (with its result). Real threads take a ticket
+//! from one `SeqCst` counter just before calling and just after returning
+//! ([`Recorder`]; under loom the counter is a loom atomic, so that the
+//! ticket order implies happens-before there too). A history may also hold [`Event::Waiting`] marks: "this
+//! pop had made its request by now" (a test that saw it in
+//! `waiting_consumers()` knows that). Without marks a request is never
+//! observable except through its fulfilment, so the order of two waiters is
+//! only checked when a mark proves it (see `waiter_order_needs_a_mark` in
+//! `tests/lincheck_checker.rs`).
+//!
+//! # The search
+//!
+//! The history is linearizable if its operations' steps can be ordered so
+//! that each step lies inside its operation's interval (between its
+//! invocation and its response; a fulfilment is the pushing operation's
+//! step, so it also lies inside the waiter's interval, and after its
+//! request), every mark follows the marked request, and the results are
+//! those of the specification run on that order. That is exactly the
+//! definition: the request point of a blocking pop is searched for anywhere
+//! in its interval, the fulfilment or cancel anywhere after it.
+//!
+//! [`check`] walks the events in order, a depth-first search with Lowe's
+//! *just-in-time* linearization ("Testing for linearizability", 2017): it
+//! linearizes steps only when the next event needs them (the response of an
+//! operation that is not finished in the spec, or a mark whose request has
+//! not happened), trying at each point every enabled step of every invoked,
+//! unfinished operation, and it memoises the configurations it has visited:
+//! (event position, progress of each operation, spec state). Wing & Gong's
+//! search with the memo of Lowe.
+//!
+//! Why it is complete: take any valid order of steps, interleaved with the
+//! events. A step can be moved later past an event without leaving its
+//! operation's interval unless that event is its own operation's response
+//! or a mark that needs it. So move every step as late as possible: each
+//! run of steps then sits just before an event that needs the run's last
+//! step, and the run stops as soon as that event's need is met (the rest can
+//! move on). The search tries every run of enabled steps until the need is
+//! met, so it finds this order. The memo only prunes configurations already
+//! explored, whose futures are identical.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fmt::{self, Write as _};
+// Under loom the clock is a loom atomic: see [`Recorder`].
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dualq::{DualQueue, DualStack, PopTimeoutError, TryPopError};
+
+/// Which discipline the specification follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// FIFO values, oldest waiter served first.
+    Queue,
+    /// LIFO values, newest waiter served first.
+    Stack,
+}
+
+/// An operation, with its argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Push(u64),
+    Pop,
+    TryPop,
+    PopTimeout(Duration),
+    Close,
+}
+
+/// An operation's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// `push` succeeded.
+    Pushed,
+    /// `push` failed (closed), handing back this value.
+    Rejected(u64),
+    /// A pop got this value.
+    Value(u64),
+    /// `try_pop`: nothing stored, open.
+    Empty,
+    /// `pop_timeout`: timed out.
+    Timeout,
+    /// A pop found the structure closed and empty.
+    Closed,
+    /// `close` returned this (whether this call closed it).
+    CloseReturned(bool),
+}
+
+/// One completed operation as recorded: `invoked` and `returned` are tickets
+/// of one clock, unique across the history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub thread: usize,
+    pub op: Op,
+    pub ret: Ret,
+    pub invoked: u64,
+    pub returned: u64,
+}
+
+/// A history event; the `usize` is the operation's index in
+/// [`History::calls`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Invoke(usize),
+    Return(usize),
+    /// The operation (a `pop` or `pop_timeout`) had made its request before
+    /// this point: it was seen waiting.
+    Waiting(usize),
+}
+
+/// Operations in real-time order.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub calls: Vec<Call>,
+    pub events: Vec<Event>,
+}
+
+impl History {
+    /// Builds the history of `calls` (in any order), ordering events by
+    /// ticket. `waiting` holds marks: (index in `calls`, ticket taken after
+    /// the pop was seen waiting).
+    ///
+    /// # Panics
+    ///
+    /// If two events share a ticket, or a call returns before it is invoked.
+    pub fn from_calls(calls: Vec<Call>, waiting: &[(usize, u64)]) -> Self {
+        let mut timed: Vec<(u64, Event)> = Vec::with_capacity(2 * calls.len());
+        for (i, c) in calls.iter().enumerate() {
+            assert!(c.invoked < c.returned, "call {i} returns before it starts");
+            timed.push((c.invoked, Event::Invoke(i)));
+            timed.push((c.returned, Event::Return(i)));
+        }
+        for &(i, t) in waiting {
+            timed.push((t, Event::Waiting(i)));
+        }
+        timed.sort_by_key(|&(t, _)| t);
+        assert!(
+            timed.windows(2).all(|w| w[0].0 != w[1].0),
+            "two events share a ticket"
+        );
+        History {
+            calls,
+            events: timed.into_iter().map(|(_, e)| e).collect(),
+        }
+    }
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One column per thread, one line per event.
+        let threads = self.calls.iter().map(|c| c.thread + 1).max().unwrap_or(0);
+        for (pos, e) in self.events.iter().enumerate() {
+            let (i, text) = match *e {
+                Event::Invoke(i) => (i, format!("{} ...", op_name(&self.calls[i].op))),
+                Event::Return(i) => (i, format!("... -> {}", ret_name(&self.calls[i].ret))),
+                Event::Waiting(i) => (i, "(seen waiting)".to_string()),
+            };
+            let col = self.calls[i].thread.min(threads.saturating_sub(1));
+            writeln!(
+                f,
+                "{pos:>4}  {:indent$}#{i:<3}{text}",
+                "",
+                indent = 24 * col
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn op_name(op: &Op) -> String {
+    match op {
+        Op::Push(v) => format!("push({v})"),
+        Op::Pop => "pop()".to_string(),
+        Op::TryPop => "try_pop()".to_string(),
+        Op::PopTimeout(d) => format!("pop_timeout({d:?})"),
+        Op::Close => "close()".to_string(),
+    }
+}
+
+fn ret_name(ret: &Ret) -> String {
+    match ret {
+        Ret::Pushed => "Ok".to_string(),
+        Ret::Rejected(v) => format!("Err(PushError({v}))"),
+        Ret::Value(v) => format!("Ok({v})"),
+        Ret::Empty => "Err(Empty)".to_string(),
+        Ret::Timeout => "Err(Timeout)".to_string(),
+        Ret::Closed => "Err(Closed)".to_string(),
+        Ret::CloseReturned(b) => format!("{b}"),
+    }
+}
+
+/// Builds a history by hand, one event at a time (for tests of the checker).
+#[derive(Debug, Default)]
+pub struct Builder {
+    calls: Vec<Call>,
+    returned: Vec<bool>,
+    marks: Vec<(usize, u64)>,
+    clock: u64,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// `thread` invokes `op`; returns the operation's index.
+    pub fn invoke(&mut self, thread: usize, op: Op) -> usize {
+        let t = self.tick();
+        self.calls.push(Call {
+            thread,
+            op,
+            ret: Ret::Empty,
+            invoked: t,
+            returned: 0,
+        });
+        self.returned.push(false);
+        self.calls.len() - 1
+    }
+
+    /// Operation `i` returns `ret`.
+    pub fn ret(&mut self, i: usize, ret: Ret) -> &mut Self {
+        assert!(!self.returned[i], "#{i} returns twice");
+        let t = self.tick();
+        self.calls[i].ret = ret;
+        self.calls[i].returned = t;
+        self.returned[i] = true;
+        self
+    }
+
+    /// `thread` runs `op` returning `ret` with nothing in between.
+    pub fn call(&mut self, thread: usize, op: Op, ret: Ret) -> usize {
+        let i = self.invoke(thread, op);
+        self.ret(i, ret);
+        i
+    }
+
+    /// Operation `i` is seen waiting now.
+    pub fn waiting(&mut self, i: usize) -> &mut Self {
+        let t = self.tick();
+        self.marks.push((i, t));
+        self
+    }
+
+    /// The history.
+    ///
+    /// # Panics
+    ///
+    /// If an operation has not returned (the checker wants complete
+    /// histories).
+    pub fn build(&self) -> History {
+        assert!(
+            self.returned.iter().all(|&r| r),
+            "an operation never returned"
+        );
+        History::from_calls(self.calls.clone(), &self.marks)
+    }
+}
+
+/// The clock of a recorded history: tickets from one counter, taken with
+/// `SeqCst` read-modify-writes.
+///
+/// The ticket order must be one the operations' memory effects respect, or
+/// the checker would demand that an operation see the effects of one that
+/// merely ran earlier. On real threads each ticket RMW reads the previous
+/// one, so a response's ticket happens-before every later invocation's
+/// ticket: "returned before the other was invoked" implies happens-before,
+/// as for any client that observed the order. Under loom the counter is a
+/// loom atomic for the same reason. A plain std counter would give loom's
+/// execution order without the happens-before edges, and loom's weak memory
+/// model then lets an operation read values older than those of an
+/// operation that ran to completion before it in that order (a push returns,
+/// then a `try_pop` on another thread, unsynchronized with it, still reads
+/// the old, empty list): C11 allows that, so the checker must not demand
+/// otherwise. The loom atomic costs some extra interleavings.
+#[derive(Debug)]
+pub struct Recorder {
+    clock: AtomicU64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            clock: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh ticket.
+    pub fn now(&self) -> u64 {
+        // SeqCst (AcqRel under loom, which models SeqCst RMWs as AcqRel):
+        // each ticket acquires every earlier one, see the type's docs.
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Runs `op` on `target` between two tickets and returns the call.
+    pub fn run<D: Dual + ?Sized>(&self, target: &D, thread: usize, op: Op) -> Call {
+        let invoked = self.now();
+        let ret = target.apply(op);
+        let returned = self.now();
+        Call {
+            thread,
+            op,
+            ret,
+            invoked,
+            returned,
+        }
+    }
+}
+
+/// A dual structure of `u64` the recorder can drive.
+pub trait Dual {
+    const KIND: Kind;
+    fn apply(&self, op: Op) -> Ret;
+    /// `waiting_consumers()`: how many reservations are waiting.
+    fn waiting(&self) -> usize;
+}
+
+fn ret_of_push(r: Result<(), dualq::PushError<u64>>) -> Ret {
+    match r {
+        Ok(()) => Ret::Pushed,
+        Err(e) => Ret::Rejected(e.into_inner()),
+    }
+}
+
+fn ret_of_pop(r: Result<u64, dualq::PopError>) -> Ret {
+    r.map_or(Ret::Closed, Ret::Value)
+}
+
+fn ret_of_try(r: Result<u64, TryPopError>) -> Ret {
+    match r {
+        Ok(v) => Ret::Value(v),
+        Err(TryPopError::Empty) => Ret::Empty,
+        Err(TryPopError::Closed) => Ret::Closed,
+    }
+}
+
+fn ret_of_timeout(r: Result<u64, PopTimeoutError>) -> Ret {
+    match r {
+        Ok(v) => Ret::Value(v),
+        Err(PopTimeoutError::Timeout) => Ret::Timeout,
+        Err(PopTimeoutError::Closed) => Ret::Closed,
+    }
+}
+
+impl Dual for DualQueue<u64> {
+    const KIND: Kind = Kind::Queue;
+    fn apply(&self, op: Op) -> Ret {
+        match op {
+            Op::Push(v) => ret_of_push(self.push(v)),
+            Op::Pop => ret_of_pop(self.pop()),
+            Op::TryPop => ret_of_try(self.try_pop()),
+            Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
+            Op::Close => Ret::CloseReturned(self.close()),
+        }
+    }
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
+    }
+}
+
+impl Dual for DualStack<u64> {
+    const KIND: Kind = Kind::Stack;
+    fn apply(&self, op: Op) -> Ret {
+        match op {
+            Op::Push(v) => ret_of_push(self.push(v)),
+            Op::Pop => ret_of_pop(self.pop()),
+            Op::TryPop => ret_of_try(self.try_pop()),
+            Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
+            Op::Close => Ret::CloseReturned(self.close()),
+        }
+    }
+    fn waiting(&self) -> usize {
+        self.waiting_consumers()
+    }
+}
+
+/// Where an operation is in the specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Progress {
+    /// No step linearized yet.
+    Idle,
+    /// Its request is among the waiters.
+    Waiting,
+    /// All its steps are linearized; `requested` if one was a request.
+    Done { requested: bool },
+}
+
+/// The abstract state of a dual structure.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Spec {
+    /// Stored values, oldest first.
+    values: Vec<u64>,
+    /// Waiting requests (operation indices), oldest first.
+    waiters: Vec<usize>,
+    closed: bool,
+}
+
+/// One configuration of the search.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Config {
+    pos: usize,
+    progress: Vec<Progress>,
+    spec: Spec,
+}
+
+/// Upper bound on configurations explored before the checker gives up
+/// (never reached by histories of the sizes the tests use).
+const BUDGET: usize = 5_000_000;
+
+/// A successful check: how many configurations the search visited.
+#[derive(Clone, Copy, Debug)]
+pub struct Linearized {
+    pub configurations: usize,
+}
+
+/// Checks `history` against the specification of `kind`. On failure the
+/// error shows the history and how far the search got.
+pub fn check(kind: Kind, history: &History) -> Result<Linearized, String> {
+    let mut invoked_at = vec![usize::MAX; history.calls.len()];
+    for (pos, e) in history.events.iter().enumerate() {
+        if let Event::Invoke(i) = *e {
+            invoked_at[i] = pos;
+        }
+    }
+    let mut search = Search {
+        kind,
+        h: history,
+        invoked_at,
+        seen: HashSet::new(),
+        furthest: 0,
+    };
+    let start = Config {
+        pos: 0,
+        progress: vec![Progress::Idle; history.calls.len()],
+        spec: Spec {
+            values: Vec::new(),
+            waiters: Vec::new(),
+            closed: false,
+        },
+    };
+    let found = search.dfs(start);
+    if search.seen.len() > BUDGET {
+        return Err(format!(
+            "search budget of {BUDGET} configurations exhausted (inconclusive) on this {kind:?} history:\n{history}"
+        ));
+    }
+    if found {
+        return Ok(Linearized {
+            configurations: search.seen.len(),
+        });
+    }
+    let mut msg = format!(
+        "not linearizable as a dual {}: no order of steps explains the history\n",
+        match kind {
+            Kind::Queue => "queue (FIFO values, oldest waiter first)",
+            Kind::Stack => "stack (LIFO values, newest waiter first)",
+        }
+    );
+    let stuck = search.furthest;
+    let _ = match history.events.get(stuck) {
+        Some(Event::Return(i)) => writeln!(
+            msg,
+            "every search got stuck by event {stuck} at the latest: #{i} cannot return {}",
+            ret_name(&history.calls[*i].ret)
+        ),
+        Some(Event::Waiting(i)) => writeln!(
+            msg,
+            "every search got stuck by event {stuck} at the latest: #{i} cannot be waiting yet"
+        ),
+        _ => Ok(()),
+    };
+    let _ = write!(
+        msg,
+        "history (event, #operation, one column per thread):\n{history}"
+    );
+    Err(msg)
+}
+
+struct Search<'a> {
+    kind: Kind,
+    h: &'a History,
+    /// Event position of each operation's invocation.
+    invoked_at: Vec<usize>,
+    seen: HashSet<Config>,
+    furthest: usize,
+}
+
+impl Search<'_> {
+    fn dfs(&mut self, mut c: Config) -> bool {
+        loop {
+            if self.seen.len() > BUDGET {
+                return false;
+            }
+            self.furthest = self.furthest.max(c.pos);
+            let Some(&event) = self.h.events.get(c.pos) else {
+                return true;
+            };
+            let needs = match event {
+                Event::Invoke(_) => None,
+                Event::Return(i) => (!matches!(c.progress[i], Progress::Done { .. })).then_some(i),
+                Event::Waiting(i) => matches!(
+                    c.progress[i],
+                    Progress::Idle | Progress::Done { requested: false }
+                )
+                .then_some(i),
+            };
+            match needs {
+                None => c.pos += 1, // nothing to do: move on (just in time)
+                Some(i) => {
+                    if matches!(c.progress[i], Progress::Done { requested: false }) {
+                        return false; // marked waiting, but it never requested
+                    }
+                    break;
+                }
+            }
+        }
+        if !self.seen.insert(c.clone()) {
+            return false;
+        }
+        // Try every enabled step of every invoked, unfinished operation.
+        for i in 0..self.h.calls.len() {
+            if self.invoked_at[i] >= c.pos {
+                continue;
+            }
+            for next in self.steps(&c, i) {
+                if self.dfs(next) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The configurations reachable by one step of operation `i`.
+    fn steps(&self, c: &Config, i: usize) -> Vec<Config> {
+        let call = &self.h.calls[i];
+        let s = &c.spec;
+        let mut out = Vec::new();
+        let mut with = |f: &dyn Fn(&mut Config)| {
+            let mut n = c.clone();
+            f(&mut n);
+            out.push(n);
+        };
+        match c.progress[i] {
+            Progress::Done { .. } => {}
+            Progress::Waiting => {
+                // Only a timed pop has a step of its own while waiting.
+                if matches!(call.op, Op::PopTimeout(_)) && call.ret == Ret::Timeout {
+                    with(&|n| {
+                        n.spec.waiters.retain(|&w| w != i);
+                        n.progress[i] = Progress::Done { requested: true };
+                    });
+                }
+            }
+            Progress::Idle => match (call.op, call.ret) {
+                (Op::Push(v), Ret::Pushed) if !s.closed => {
+                    if s.waiters.is_empty() {
+                        with(&|n| {
+                            n.spec.values.push(v);
+                            n.progress[i] = Progress::Done { requested: false };
+                        });
+                    } else {
+                        let at = match self.kind {
+                            Kind::Queue => 0,
+                            Kind::Stack => s.waiters.len() - 1,
+                        };
+                        let w = s.waiters[at];
+                        if self.h.calls[w].ret == Ret::Value(v) {
+                            with(&|n| {
+                                n.spec.waiters.remove(at);
+                                n.progress[w] = Progress::Done { requested: true };
+                                n.progress[i] = Progress::Done { requested: false };
+                            });
+                        }
+                    }
+                }
+                (Op::Push(v), Ret::Rejected(back)) if s.closed && v == back => {
+                    with(&|n| n.progress[i] = Progress::Done { requested: false });
+                }
+                (Op::Close, Ret::CloseReturned(opened)) if opened != s.closed => {
+                    let all_closed = s
+                        .waiters
+                        .iter()
+                        .all(|&w| self.h.calls[w].ret == Ret::Closed);
+                    if all_closed {
+                        with(&|n| {
+                            for w in std::mem::take(&mut n.spec.waiters) {
+                                n.progress[w] = Progress::Done { requested: true };
+                            }
+                            n.spec.closed = true;
+                            n.progress[i] = Progress::Done { requested: false };
+                        });
+                    }
+                }
+                (Op::Pop | Op::TryPop | Op::PopTimeout(_), ret) => {
+                    let front = match self.kind {
+                        Kind::Queue => s.values.first(),
+                        Kind::Stack => s.values.last(),
+                    };
+                    match (front, ret) {
+                        (Some(&v), Ret::Value(got)) if v == got => with(&|n| {
+                            match self.kind {
+                                Kind::Queue => n.spec.values.remove(0),
+                                Kind::Stack => n.spec.values.pop().unwrap(),
+                            };
+                            n.progress[i] = Progress::Done { requested: false };
+                        }),
+                        (None, Ret::Closed) if s.closed => {
+                            with(&|n| n.progress[i] = Progress::Done { requested: false })
+                        }
+                        (None, Ret::Empty) if !s.closed && call.op == Op::TryPop => {
+                            with(&|n| n.progress[i] = Progress::Done { requested: false })
+                        }
+                        (None, Ret::Value(_) | Ret::Closed | Ret::Timeout)
+                            if !s.closed
+                                && call.op != Op::TryPop
+                                && (ret != Ret::Timeout || call.op != Op::Pop) =>
+                        {
+                            with(&|n| {
+                                n.spec.waiters.push(i);
+                                n.progress[i] = Progress::Waiting;
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            },
+        }
+        out
+    }
+}
