@@ -93,7 +93,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
 use crate::slot::{Fulfil, Slot, WaitOutcome};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
-use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
 /// Tag on a non-null `next`: the node is leaving the list (frozen).
 const MARK: usize = 1;
@@ -134,9 +134,9 @@ impl<T> Node<T> {
         // SAFETY: the caller's reference keeps the node alive until here.
         let refs = unsafe { &(*node).refs };
         // Release: our last accesses happen-before the free; pairs with the
-        // Acquire fence below, run by whoever drops the last reference.
+        // `acquire_last_ref` below, run by whoever drops the last reference.
         if refs.fetch_sub(1, Ordering::Release) == 1 {
-            fence(Ordering::Acquire);
+            acquire_last_ref(refs);
             // SAFETY: that was the last reference; the node came from `Owned::new`.
             drop(unsafe { Owned::from_raw(node as *mut Node<T>) });
         }
@@ -156,12 +156,14 @@ impl<T> Node<T> {
 /// The caller won the CAS that removed `node` from the list (head advance or
 /// unlink), so this runs once per node, and no new reference can be created.
 unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
-    let raw = node.as_raw() as usize;
+    // The raw pointer itself, not an integer: `defer_unchecked` needs no
+    // `Send`, and a pointer keeps its provenance (Miri checks it).
+    let raw = node.as_raw();
     // SAFETY: threads pinned now may still read the node; the deferred
     // release runs only after they unpin. The closure drops no `T` (values
     // are moved out before a node leaves), so running it after the queue (and
     // any borrow in `T`) is gone is fine.
-    unsafe { guard.defer_unchecked(move || Node::release(raw as *const Node<T>)) }
+    unsafe { guard.defer_unchecked(move || Node::release(raw)) }
 }
 
 /// A value that is either still in hand or already inside a data node

@@ -163,7 +163,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
 use crate::slot::{Slot, WaitOutcome};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
-use crate::sync::{fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
 /// Tag on a reservation's non-null `next`: frozen (module docs).
 const MARK: usize = 1;
@@ -233,9 +233,9 @@ impl<T> Node<T> {
         // SAFETY: the caller's reference keeps the node alive until here.
         let refs = unsafe { &(*node).refs };
         // Release: our last accesses happen-before the free; pairs with the
-        // Acquire fence below, run by whoever drops the last reference.
+        // `acquire_last_ref` below, run by whoever drops the last reference.
         if refs.fetch_sub(1, Ordering::Release) == 1 {
-            fence(Ordering::Acquire);
+            acquire_last_ref(refs);
             // SAFETY: that was the last reference; the node came from `Owned::new`.
             drop(unsafe { Owned::from_raw(node as *mut Node<T>) });
         }
@@ -260,13 +260,15 @@ unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
         let twice = retired.swap(true, std::sync::atomic::Ordering::Relaxed);
         assert!(!twice, "a stack node was retired twice");
     }
-    let raw = node.as_raw() as usize;
+    // The raw pointer itself, not an integer: `defer_unchecked` needs no
+    // `Send`, and a pointer keeps its provenance (Miri checks it).
+    let raw = node.as_raw();
     // SAFETY: threads pinned now may still read the node; the deferred
     // release runs only after they unpin. The closure drops no `T` (values
     // are moved out before a node's memory is freed, and a slot never drops
     // its value), so running it after the stack (and any borrow in `T`) is
     // gone is fine.
-    unsafe { guard.defer_unchecked(move || Node::release(raw as *const Node<T>)) }
+    unsafe { guard.defer_unchecked(move || Node::release(raw)) }
 }
 
 /// Freezes a reservation's `next` (if it is not null) and returns the

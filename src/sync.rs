@@ -104,3 +104,30 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// The `Acquire` half of dropping the last reference of a reference count
+/// whose decrements are `Release` `fetch_sub`s: call it after the decrement
+/// that returned 1, before freeing. Every other owner's accesses then
+/// happen-before the free.
+///
+/// Normally `fence(Acquire)`, as in `Arc`. ThreadSanitizer does not model
+/// standalone fences, so under it (`cfg(dualq_sanitize_thread)`, set by
+/// `build.rs` for `-Zsanitizer=thread`) this is an `Acquire` load of the
+/// counter instead, as std's `Arc` does under TSan. The two are equivalent
+/// here: the load reads the value our own decrement wrote (nobody else holds
+/// a reference, so nothing writes the counter again), and that decrement is
+/// in the release sequence of every earlier `Release` decrement (a release
+/// sequence continues through later read-modify-writes), so the load
+/// synchronizes with each of them, exactly as the fence does.
+#[inline]
+pub(crate) fn acquire_last_ref(refs: &AtomicUsize) {
+    #[cfg(not(dualq_sanitize_thread))]
+    {
+        let _ = refs;
+        fence(Ordering::Acquire);
+    }
+    #[cfg(dualq_sanitize_thread)]
+    {
+        let _ = refs.load(Ordering::Acquire);
+    }
+}
