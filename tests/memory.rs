@@ -421,6 +421,11 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
 // Live heap stays flat over a million timed-out waits per scenario, on both structures: alone (one
 // and four threads), next to a blocked waiter, and across drops. One #[test]: see the module docs.
 #[test]
+// Not under Miri: the checks are live-heap heuristics over epoch garbage
+// bursts and a timing calibration (thousands of calls per checkpoint), far
+// too slow interpreted and meaningless on Miri's virtual clock. Leaks are
+// checked natively here and by LeakSanitizer (scripts/sanitizers.sh).
+#[cfg_attr(miri, ignore = "live-heap/timing heuristics; too slow under Miri")]
 fn flat_memory_after_a_million_timed_out_waits() {
     fn scenarios<F: Flavour>(name: &str) {
         alone::<F>(name);
