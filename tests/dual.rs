@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    join, join_scoped, past, spin_until, wait_for_waiters, wait_until, CloseOnUnwind, DropLog,
-    Dual, Flavour, Order, PopCheck, Rng, Structure, Tracked, PATIENCE,
+    join, join_scoped, past, scaled, spin_until, wait_for_waiters, wait_until, CloseOnUnwind,
+    DropLog, Dual, Flavour, Order, PopCheck, Rng, Structure, Tracked, PATIENCE,
 };
 use dualq::{DualQueue, DualStack, PopError, PopTimeoutError, PushError, TryPopError};
 
@@ -600,7 +600,7 @@ fn large_values<F: Flavour>() {
     });
 
     // Boxed 64 KiB arrays, some left inside at drop.
-    let q = F::new::<Box<[u8; 64 * 1024]>>();
+    let q = F::new::<Box<[u8; scaled(64 * 1024)]>>();
     thread::scope(|s| {
         let _close = CloseOnUnwind(&q);
         let c = s.spawn(|| {
@@ -610,12 +610,12 @@ fn large_values<F: Flavour>() {
             }
         });
         for n in 0..N {
-            q.push(Box::new([n as u8; 64 * 1024])).unwrap();
+            q.push(Box::new([n as u8; scaled(64 * 1024)])).unwrap();
         }
         join_scoped(c);
     });
     for n in 0..8 {
-        q.push(Box::new([n; 64 * 1024])).unwrap();
+        q.push(Box::new([n; scaled(64 * 1024)])).unwrap();
     }
     assert_eq!(q.len(), 8);
 }
@@ -638,11 +638,11 @@ impl Drop for ZstDrop {
 // Zero-sized values: counted by len, handed to waiters, dropped exactly once.
 fn zero_sized<F: Flavour>() {
     let q = F::new::<()>();
-    for _ in 0..1000 {
+    for _ in 0..scaled(1000) {
         q.push(()).unwrap();
     }
-    assert_eq!(q.len(), 1000);
-    for _ in 0..1000 {
+    assert_eq!(q.len(), scaled(1000));
+    for _ in 0..scaled(1000) {
         assert_eq!(q.pop(), Ok(()));
     }
     assert_eq!(q.try_pop(), Err(TryPopError::Empty));

@@ -16,6 +16,21 @@ use dualq::{DualQueue, DualStack, PopError, PopTimeoutError, PushError, TryPopEr
 /// tests of one binary run in parallel.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// A test size, scaled down under Miri (which interprets every instruction,
+/// some thousand times slower): `n / 100` there, at least 1; `n` elsewhere.
+/// The one knob for sizes that have no `if cfg!(miri)` constant of their own.
+pub const fn scaled(n: usize) -> usize {
+    if cfg!(miri) {
+        if n >= 100 {
+            n / 100
+        } else {
+            1
+        }
+    } else {
+        n
+    }
+}
+
 /// What both dualq structures have in common whatever their element type:
 /// counting, closing. Implemented for `DualQueue`, `DualStack` and `Arc`s of
 /// them, so the helpers below take either.
