@@ -3,12 +3,14 @@
 # doctests, with Tree Borrows, the data-race detector and weak-memory
 # emulation (both on by default), over several scheduler seeds.
 #
-#   scripts/miri.sh [--optional] [--seeds N]
+#   scripts/miri.sh [--optional] [--seeds N] [--quick]
 #
 # --optional  if Miri cannot be installed, print why and exit 0 (for CI);
 #             without it that is an error (exit 1).
 # --seeds N   run every test binary under seeds 0..N (default 2; env
-#             MIRI_SEEDS works too).
+#             MIRI_SEEDS works too). Seeds run in parallel, one per core.
+# --quick     leave out tests/stress.rs (40+ threads per test: about half of
+#             the run); what .ci/run uses.
 #
 # Sizes shrink under `cfg(miri)` (iteration counts, waiter counts: see the
 # `if cfg!(miri)` constants in tests/); the tests Miri cannot run are
@@ -36,12 +38,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 optional=0
+quick=0
 seeds="${MIRI_SEEDS:-2}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --optional) optional=1 ;;
         --seeds) seeds="$2"; shift ;;
-        *) echo "usage: $0 [--optional] [--seeds N]" >&2; exit 2 ;;
+        --quick) quick=1 ;;
+        *) echo "usage: $0 [--optional] [--seeds N] [--quick]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -71,7 +75,12 @@ echo "MIRIFLAGS=$MIRIFLAGS"
 started=$(date +%s)
 # The integration tests (tests/*.rs; loom_tests/ compiles to nothing without
 # --cfg loom). One test thread: each seed then replays one schedule.
-cargo +nightly miri test --tests -- --test-threads=1
+if [ "$quick" = 1 ]; then
+    tests=(--test dual --test model)
+else
+    tests=(--tests)
+fi
+cargo +nightly miri test "${tests[@]}" -- --test-threads=1
 # The doctests (README-style examples in src/).
 cargo +nightly miri test --doc
 echo "Miri: clean over seeds 0..${seeds} in $(( $(date +%s) - started )) s"
