@@ -73,10 +73,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "MIRIFLAGS=$MIRIFLAGS"
 
 started=$(date +%s)
-# The integration tests (tests/*.rs; loom_tests/ compiles to nothing without
-# --cfg loom). One test thread: each seed then replays one schedule.
+# The unit tests in src/ and the integration tests (tests/*.rs; loom_tests/
+# compiles to nothing without --cfg loom). One test thread: each seed then replays one schedule.
 if [ "$quick" = 1 ]; then
-    tests=(--test dual --test model)
+    tests=(--lib --test dual --test model)
 else
     tests=(--tests)
 fi
