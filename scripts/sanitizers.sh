@@ -9,7 +9,8 @@
 # --all       every test binary (tests/*.rs), not just the stress tests.
 # thread, address: which sanitizers to run (default: both).
 #
-# By default each sanitizer runs the stress tests (tests/stress.rs: 40+
+# By default each sanitizer runs the unit tests in src/, the stress tests
+# (tests/stress.rs: 40+
 # threads on 2 cores mixing every operation with a racing close, on both
 # structures) and the shared queue/stack suite (tests/dual.rs), which is fast
 # enough. --all adds the models and the memory tests. Debug builds: the assertions stay on
@@ -76,7 +77,7 @@ rustup component add --toolchain nightly rust-src \
 if [ "$all" = 1 ]; then
     tests=(--tests)
 else
-    tests=(--test stress --test dual)
+    tests=(--lib --test stress --test dual)
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Fail the run on the first report (TSan's default exit code is 66 only at
