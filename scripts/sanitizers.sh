@@ -10,11 +10,10 @@
 # thread, address: which sanitizers to run (default: both).
 #
 # By default each sanitizer runs the unit tests in src/, the stress tests
-# (tests/stress.rs: 40+
-# threads on 2 cores mixing every operation with a racing close, on both
-# structures) and the shared queue/stack suite (tests/dual.rs), which is fast
-# enough. --all adds the models and the memory tests. Debug builds: the assertions stay on
-# and the build is quicker.
+# (tests/stress.rs: 40+ threads on 2 cores mixing every operation with a
+# racing close, on both structures) and the shared queue/stack suite
+# (tests/dual.rs), which is fast enough. --all runs every test binary.
+# Debug builds: the assertions stay on and the build is quicker.
 #
 # No suppressions file: both sanitizers run clean with none.
 #
