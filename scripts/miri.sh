@@ -9,8 +9,9 @@
 #             without it that is an error (exit 1).
 # --seeds N   run every test binary under seeds 0..N (default 2; env
 #             MIRI_SEEDS works too). Seeds run in parallel, one per core.
-# --quick     leave out tests/stress.rs (40+ threads per test: about half of
-#             the run); what .ci/run uses.
+# --quick     every test binary but tests/stress.rs (40+ threads per test:
+#             two thirds of the run), listed by name below (a new test file
+#             must be added there); what .ci/run uses.
 #
 # Sizes shrink under `cfg(miri)` (iteration counts, waiter counts: see the
 # `if cfg!(miri)` constants in tests/); the tests Miri cannot run are
@@ -76,7 +77,7 @@ started=$(date +%s)
 # The unit tests in src/ and the integration tests (tests/*.rs; loom_tests/
 # compiles to nothing without --cfg loom). One test thread: each seed then replays one schedule.
 if [ "$quick" = 1 ]; then
-    tests=(--lib --test dual --test model)
+    tests=(--lib --test dual --test model --test lincheck_checker --test lincheck_stress)
 else
     tests=(--tests)
 fi
