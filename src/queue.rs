@@ -420,6 +420,11 @@ impl<T> DualQueue<T> {
     /// is cancelled and unlinked), [`PopTimeoutError::Closed`] if the queue is
     /// closed and empty.
     ///
+    /// A wait whose deadline passes while `close` runs may report either:
+    /// `Timeout` when its cancel won the race for its reservation, `Closed`
+    /// when the close reached it first. Both are linearizable (the timeout
+    /// then takes effect just before the close); no value is lost either way.
+    ///
     /// # Examples
     ///
     /// ```
