@@ -37,8 +37,9 @@ export LOOM_MAX_PREEMPTIONS="$bound"
 cargo test --release --test loom --no-run -q || exit 1
 
 # The three-thread models: those CI runs at bound 1 (and the ignored slow ones).
-models=$(grep -ho 'run("lin_[a-z_]*", 1,' loom_tests/lin_queue.rs loom_tests/lin_stack.rs |
-    sed 's/run("\(.*\)", 1,/\1/')
+# (Calls may span lines: join each file into one line first.)
+models=$(for f in loom_tests/lin_queue.rs loom_tests/lin_stack.rs; do tr '\n' ' ' <"$f"; echo; done |
+    grep -oE 'run\( *"lin_[a-z_]*", *1,' | sed -E 's/run\( *"(lin_[a-z_]*)".*/\1/')
 
 failed=0
 for m in $models; do
