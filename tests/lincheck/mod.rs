@@ -394,37 +394,29 @@ fn ret_of_timeout(r: Result<u64, PopTimeoutError>) -> Ret {
     }
 }
 
-impl Dual for DualQueue<u64> {
-    const KIND: Kind = Kind::Queue;
-    fn apply(&self, op: Op) -> Ret {
-        match op {
-            Op::Push(v) => ret_of_push(self.push(v)),
-            Op::Pop => ret_of_pop(self.pop()),
-            Op::TryPop => ret_of_try(self.try_pop()),
-            Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
-            Op::Close => Ret::CloseReturned(self.close()),
+/// `Dual` for one structure: the same forwarding for both.
+macro_rules! impl_dual {
+    ($ty:ident, $kind:expr) => {
+        impl Dual for $ty<u64> {
+            const KIND: Kind = $kind;
+            fn apply(&self, op: Op) -> Ret {
+                match op {
+                    Op::Push(v) => ret_of_push(self.push(v)),
+                    Op::Pop => ret_of_pop(self.pop()),
+                    Op::TryPop => ret_of_try(self.try_pop()),
+                    Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
+                    Op::Close => Ret::CloseReturned(self.close()),
+                }
+            }
+            fn waiting(&self) -> usize {
+                self.waiting_consumers()
+            }
         }
-    }
-    fn waiting(&self) -> usize {
-        self.waiting_consumers()
-    }
+    };
 }
 
-impl Dual for DualStack<u64> {
-    const KIND: Kind = Kind::Stack;
-    fn apply(&self, op: Op) -> Ret {
-        match op {
-            Op::Push(v) => ret_of_push(self.push(v)),
-            Op::Pop => ret_of_pop(self.pop()),
-            Op::TryPop => ret_of_try(self.try_pop()),
-            Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
-            Op::Close => Ret::CloseReturned(self.close()),
-        }
-    }
-    fn waiting(&self) -> usize {
-        self.waiting_consumers()
-    }
-}
+impl_dual!(DualQueue, Kind::Queue);
+impl_dual!(DualStack, Kind::Stack);
 
 /// Where an operation is in the specification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
