@@ -81,14 +81,13 @@
 
 mod error;
 mod queue;
+mod reservation;
 mod slot;
 mod stack;
 mod sync;
-// Issue 6, step 1 (docs/design-rendezvous.md): checked on its own (unit
-// tests, loom) before the slot switches to it.
-#[allow(dead_code)]
 mod waiter;
 
 pub use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
 pub use crate::queue::DualQueue;
+pub use crate::reservation::{PopFuture, Reservation};
 pub use crate::stack::DualStack;

@@ -86,12 +86,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
 use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
-use crate::slot::{Fulfil, Slot, WaitOutcome};
+use crate::reservation::{Line, PopFuture, Reservation};
+use crate::slot::{Fulfil, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -460,6 +462,82 @@ impl<T> DualQueue<T> {
         self.pop_until(Some(deadline))
     }
 
+    /// Takes a place in line now and returns it as a [`Reservation`]: the
+    /// request half of [`pop`](Self::pop), whose follow-up (collecting the
+    /// value) can come later, elsewhere.
+    ///
+    /// If a value is stored, the reservation takes the oldest one at once;
+    /// if the queue is closed and empty, it is closed. Otherwise it is
+    /// linked behind every consumer already waiting, and pushes serve it in
+    /// that order. Dropping it cancels it; a value it received but nobody
+    /// collected is pushed back at the back of the queue (see
+    /// [`Reservation`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::new();
+    /// let r = q.reserve();
+    /// assert_eq!(q.waiting_consumers(), 1);
+    /// q.push(1).unwrap();
+    /// assert_eq!(r.wait(), Ok(1));
+    /// ```
+    pub fn reserve(&self) -> Reservation<'_, T> {
+        let mut reservation = None;
+        let guard = &epoch::pin();
+        match self.take_or_link(true, &mut reservation, guard) {
+            Step::Taken(value) => Reservation::ready(self, value),
+            Step::Closed => Reservation::closed(self),
+            Step::Empty => unreachable!("take_or_link links instead"),
+            Step::Linked { node, first } => {
+                // SAFETY: a linked node is not null.
+                let node = unsafe { NonNull::new_unchecked(node.cast_mut()) };
+                // SAFETY: we hold the waiter's reference: the node is alive.
+                let slot = NonNull::from(unsafe { &node.as_ref().slot });
+                // SAFETY: a linked reservation node of this queue; the
+                // waiter's reference is handed over.
+                unsafe { Reservation::linked(self, node.cast(), slot, first) }
+            }
+        }
+    }
+
+    /// Takes the oldest value, waiting for one asynchronously: the async
+    /// [`pop`](Self::pop). Sync and async consumers wait in one line, in
+    /// order.
+    ///
+    /// The future takes its place in line on its first poll. Dropping it
+    /// cancels the wait; a value handed to it before the drop goes back into
+    /// the queue (at the back), never lost. Runtime-agnostic.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError`] if the queue is closed and no value is stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // a minimal executor for the example
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// let q = dualq::DualQueue::new();
+    /// q.push(5).unwrap();
+    /// assert_eq!(block_on(q.pop_async()), Ok(5));
+    /// q.close();
+    /// assert!(block_on(q.pop_async()).is_err());
+    /// ```
+    pub fn pop_async(&self) -> PopFuture<'_, T> {
+        PopFuture::new(self)
+    }
+
     /// Closes the queue: wakes every waiting consumer, makes later pushes
     /// fail (handing their values back), and lets pops drain what is stored
     /// before they report closed. Returns `true` if this call closed it.
@@ -599,31 +677,13 @@ impl<T> DualQueue<T> {
 
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        let expired = deadline.is_some_and(|d| Instant::now() >= d);
-        let mut reservation = None;
-        let (node, first) = {
-            let guard = &epoch::pin();
-            match self.take_or_link(!expired, &mut reservation, guard) {
-                Step::Taken(value) => return Ok(value),
-                Step::Empty => return Err(PopTimeoutError::Timeout),
-                Step::Closed => return Err(PopTimeoutError::Closed),
-                Step::Linked { node, first } => (node, first),
-            }
-            // The guard is dropped here: never hold it while waiting.
-        };
-        // SAFETY: we hold the waiter's reference to the linked node.
-        let slot = unsafe { &(*node).slot };
-        let result = match slot.wait(deadline, first) {
-            WaitOutcome::Value(value) => Ok(value),
-            WaitOutcome::Closed => Err(PopTimeoutError::Closed),
-            WaitOutcome::Cancelled => {
-                self.sweep(&epoch::pin());
-                Err(PopTimeoutError::Timeout)
-            }
-        };
-        // SAFETY: the wait is over; this is the waiter's reference.
-        unsafe { Node::release(node) };
-        result
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_pop().map_err(|e| match e {
+                TryPopError::Empty => PopTimeoutError::Timeout,
+                TryPopError::Closed => PopTimeoutError::Closed,
+            });
+        }
+        self.reserve().wait_until(deadline)
     }
 
     /// One pop attempt: takes the oldest value, or reports empty/closed, or
@@ -951,6 +1011,26 @@ impl<T> Chain<T> {
 impl<T> Drop for Chain<T> {
     fn drop(&mut self) {
         while self.pop().is_some() {}
+    }
+}
+
+impl<T> Line<T> for DualQueue<T> {
+    fn reserve(&self) -> Reservation<'_, T> {
+        DualQueue::reserve(self)
+    }
+
+    fn remove_cancelled(&self) {
+        self.sweep(&epoch::pin());
+    }
+
+    unsafe fn release(&self, node: NonNull<()>) {
+        // SAFETY: the caller's contract: a reservation node of this queue
+        // and the owner's reference.
+        unsafe { Node::release(node.as_ptr().cast::<Node<T>>()) }
+    }
+
+    fn give_back(&self, value: T) -> Result<(), T> {
+        self.push(value).map_err(PushError::into_inner)
     }
 }
 

@@ -1,6 +1,6 @@
 //! A structure's element slot: the state word, the value cell and (for a
-//! reservation) the waiting thread, with the spin-then-park protocol that every
-//! dual structure in the crate shares.
+//! reservation) the registered waiter (a thread or an async task), with the
+//! spin-then-park protocol that every dual structure in the crate shares.
 //!
 //! # State table
 //!
@@ -38,18 +38,36 @@
 //!   until that node is gone (see `stack.rs`). It calls
 //!   [`fulfil_with`](Slot::fulfil_with) without a closed flag, so for it `BUSY`
 //!   always ends in `FULFILLED`.
-//! * The waiter's thread handle is read by the producer after the `FULFILLED`
-//!   store. The slot must therefore outlive the producer's access even if the
-//!   waiter returns at once: the structures keep the slot's memory alive by
-//!   reference counting plus the producer's epoch guard (see each structure).
+//! * Waking: whoever moves a reservation out of `WAITING`/`BUSY` for good
+//!   (`FULFILLED`, `CLOSED`) then calls [`WaiterCell::wake`]; the owner
+//!   registers itself ([`WaiterCell::register`]) only when it is about to
+//!   park (or return `Pending`), and re-checks the state after registering.
+//!   The waiter cell's protocol (see [`crate::waiter`]) guarantees that
+//!   either the wake sees the registration or the re-check sees the final
+//!   state: no lost wake-up, and no wake-up at all for an owner that is
+//!   still spinning.
+//! * The waiter cell is touched by the completing side after its final
+//!   store. The slot must therefore outlive that access even if the owner
+//!   returns at once: the structures keep the slot's memory alive by
+//!   reference counting plus the completer's epoch guard (see each
+//!   structure).
+//!
+//! # The owner
+//!
+//! A reservation has one *owner* at a time: the consumer that linked it, or
+//! whoever holds its [`Reservation`](crate::Reservation) handle (which may
+//! move between threads and tasks). Only the owner reads the final state and
+//! moves the value out; the `unsafe` methods below say so in their contract.
 
 use std::mem::MaybeUninit;
 use std::ptr;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::sync::{
-    current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, Thread, UnsafeCell,
+    current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, UnsafeCell,
 };
+use crate::waiter::{Waiter, WaiterCell};
 
 const DATA: usize = 0;
 const WAITING: usize = 1;
@@ -82,14 +100,26 @@ pub(crate) enum WaitOutcome<T> {
     Cancelled,
 }
 
+/// What the owner finds when it looks at its reservation once.
+enum Look<T> {
+    /// Final: the value (moved out now), or closed.
+    Done(WaitOutcome<T>),
+    /// A producer is between its claim and its final store.
+    Busy,
+    /// Still waiting.
+    Waiting,
+}
+
 /// One element of a dual structure: a datum or a reservation.
 pub(crate) struct Slot<T> {
     state: AtomicUsize,
     /// Initialised in `DATA` (until taken) and `FULFILLED` (until the waiter
     /// takes it); see the state table.
     value: UnsafeCell<MaybeUninit<T>>,
-    /// The waiting thread; `Some` exactly for reservations.
-    waiter: Option<Thread>,
+    /// Who to wake when a reservation completes (unused by data).
+    waiter: WaiterCell,
+    /// Whether this is a reservation (fixed at construction).
+    reservation: bool,
 }
 
 impl<T> Slot<T> {
@@ -98,7 +128,8 @@ impl<T> Slot<T> {
         Slot {
             state: AtomicUsize::new(DATA),
             value: UnsafeCell::new(MaybeUninit::new(value)),
-            waiter: None,
+            waiter: WaiterCell::new(),
+            reservation: false,
         }
     }
 
@@ -107,22 +138,25 @@ impl<T> Slot<T> {
         Slot {
             state: AtomicUsize::new(DATA),
             value: UnsafeCell::new(MaybeUninit::uninit()),
-            waiter: None,
+            waiter: WaiterCell::new(),
+            reservation: false,
         }
     }
 
-    /// A reservation for the calling thread.
+    /// A reservation, waiting. Its owner registers itself only when it is
+    /// about to park (module docs).
     pub(crate) fn reservation() -> Self {
         Slot {
             state: AtomicUsize::new(WAITING),
             value: UnsafeCell::new(MaybeUninit::uninit()),
-            waiter: Some(current()),
+            waiter: WaiterCell::new(),
+            reservation: true,
         }
     }
 
     /// Whether this is a reservation (fixed at construction).
     pub(crate) fn is_reservation(&self) -> bool {
-        self.waiter.is_some()
+        self.reservation
     }
 
     /// Whether this reservation still waits for a value. `Acquire`: a caller
@@ -204,7 +238,7 @@ impl<T> Slot<T> {
             if closed.load(Ordering::Relaxed) {
                 // Release: pairs with the waiter's Acquire load of the state.
                 self.state.store(CLOSED, Ordering::Release);
-                self.unpark();
+                self.waiter.wake();
                 return Fulfil::Closed(take);
             }
         }
@@ -215,7 +249,7 @@ impl<T> Slot<T> {
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Release: publishes the value; pairs with the Acquire load in `wait`.
         self.state.store(FULFILLED, Ordering::Release);
-        self.unpark();
+        self.waiter.wake();
         Fulfil::Delivered
     }
 
@@ -234,66 +268,144 @@ impl<T> Slot<T> {
             .compare_exchange(WAITING, CLOSED, Ordering::Release, Ordering::Relaxed)
             .is_ok();
         if closed {
-            self.unpark();
+            self.waiter.wake();
         }
         closed
     }
 
-    fn unpark(&self) {
-        if let Some(thread) = &self.waiter {
-            thread.unpark();
+    /// Looks at the reservation once (the owner's side).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the reservation's owner, and no earlier look (by any of
+    /// the owner methods) returned a final outcome: a `FULFILLED` value is
+    /// moved out here, so it must be read once.
+    unsafe fn look(&self) -> Look<T> {
+        debug_assert!(self.is_reservation());
+        // Acquire: pairs with the Release store of FULFILLED (or CLOSED).
+        match self.state.load(Ordering::Acquire) {
+            FULFILLED => {
+                // SAFETY: FULFILLED means the value is initialised and is
+                // the owner's; the Acquire above makes the write visible;
+                // by the caller's contract this is the one read (state
+                // table).
+                let value = self.value.with(|p| unsafe { ptr::read(p).assume_init() });
+                Look::Done(WaitOutcome::Value(value))
+            }
+            CLOSED => Look::Done(WaitOutcome::Closed),
+            BUSY => Look::Busy,
+            WAITING => Look::Waiting,
+            state => unreachable!("reservation in state {state}"),
         }
     }
 
-    /// The waiter's side: spin (if `spin`), then park until the reservation
-    /// is fulfilled, closed, or the deadline passes and the cancel CAS wins.
+    /// The owner's non-blocking look: `Some` once the reservation is final
+    /// (its value, or closed). A claimed-but-unwritten slot (`BUSY`) counts
+    /// as not final yet.
+    ///
+    /// # Safety
+    ///
+    /// As [`look`](Self::look): only the owner, and never again after `Some`.
+    pub(crate) unsafe fn try_take(&self) -> Option<WaitOutcome<T>> {
+        // SAFETY: the caller's contract is look's.
+        match unsafe { self.look() } {
+            Look::Done(outcome) => Some(outcome),
+            Look::Busy | Look::Waiting => None,
+        }
+    }
+
+    /// The owner's async look: ready once the reservation is final;
+    /// otherwise registers the task's waker and re-checks (module docs).
+    ///
+    /// # Safety
+    ///
+    /// As [`look`](Self::look): only the owner, and never again after
+    /// `Ready`.
+    pub(crate) unsafe fn poll_take(&self, cx: &mut Context<'_>) -> Poll<WaitOutcome<T>> {
+        // SAFETY (both looks): the caller's contract is look's; the first
+        // look returned no outcome, so the second may.
+        if let Some(outcome) = unsafe { self.try_take() } {
+            return Poll::Ready(outcome);
+        }
+        self.waiter.register(Waiter::Task(cx.waker().clone()));
+        // Re-check after registering: a completion before the registration
+        // did not see it (module docs).
+        match unsafe { self.try_take() } {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The owner's cancel (a timeout, or a dropped handle): CAS `WAITING ->
+    /// CANCELLED`. If a producer or `close` got there first, waits out a
+    /// `BUSY` claim (a few instructions) and returns the final outcome, so a
+    /// value that was delivered is never lost.
+    ///
+    /// # Safety
+    ///
+    /// As [`look`](Self::look): only the owner, once, and not after a final
+    /// outcome.
+    pub(crate) unsafe fn cancel(&self) -> WaitOutcome<T> {
+        let spinner = Spin::new();
+        loop {
+            // Acquire on failure: if a producer won, we read its value next.
+            match self.state.compare_exchange(
+                WAITING,
+                CANCELLED,
+                Ordering::Relaxed,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return WaitOutcome::Cancelled,
+                // SAFETY: the caller's contract is look's.
+                Err(_) => match unsafe { self.look() } {
+                    Look::Done(outcome) => return outcome,
+                    Look::Busy => spinner.snooze(),
+                    Look::Waiting => {} // cannot happen after a failed CAS; retry
+                },
+            }
+        }
+    }
+
+    /// The owner's blocking wait: spin (if `spin`), then park until the
+    /// reservation is fulfilled, closed, or the deadline passes and the
+    /// cancel CAS wins.
     ///
     /// No epoch guard may be held across this call: it can block for ever.
-    /// Must be called only by the thread that created the reservation, once.
-    pub(crate) fn wait(&self, deadline: Option<Instant>, spin: bool) -> WaitOutcome<T> {
-        debug_assert!(self.is_reservation());
+    ///
+    /// # Safety
+    ///
+    /// As [`look`](Self::look): only the owner, once, and not after a final
+    /// outcome.
+    pub(crate) unsafe fn wait(&self, deadline: Option<Instant>, spin: bool) -> WaitOutcome<T> {
         let spinner = Spin::new();
-        let mut deadline_passed = false;
         loop {
-            // Acquire: pairs with the Release store of FULFILLED (or CLOSED).
-            match self.state.load(Ordering::Acquire) {
-                FULFILLED => {
-                    // SAFETY: FULFILLED means the value is initialised and is
-                    // ours; the Acquire above makes the write visible; we
-                    // return now, so we read it once (state table).
-                    let value = self.value.with(|p| unsafe { ptr::read(p).assume_init() });
-                    return WaitOutcome::Value(value);
-                }
-                CLOSED => return WaitOutcome::Closed,
+            // SAFETY (every look and the cancel): the caller's contract;
+            // each returns at once on a final outcome.
+            match unsafe { self.look() } {
+                Look::Done(outcome) => return outcome,
                 // A producer is between its claim and its store: a few
                 // instructions, unless it was preempted. Yield-spin.
-                BUSY => spinner.snooze(),
-                WAITING => {
-                    if deadline_passed {
-                        // Acquire on failure: if a producer won, we go round
-                        // and read its value.
-                        if self
-                            .state
-                            .compare_exchange(
-                                WAITING,
-                                CANCELLED,
-                                Ordering::Relaxed,
-                                Ordering::Acquire,
-                            )
-                            .is_ok()
-                        {
-                            return WaitOutcome::Cancelled;
-                        }
-                    } else if spin && !spinner.is_completed() {
-                        spinner.snooze();
-                        // A yield can take milliseconds on a loaded machine:
-                        // honour the deadline during the spin phase too.
-                        deadline_passed = deadline.is_some_and(|d| Instant::now() >= d);
-                    } else {
-                        deadline_passed = park_until(deadline);
+                Look::Busy => spinner.snooze(),
+                Look::Waiting if spin && !spinner.is_completed() => {
+                    spinner.snooze();
+                    // A yield can take milliseconds on a loaded machine:
+                    // honour the deadline during the spin phase too.
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return unsafe { self.cancel() };
                     }
                 }
-                state => unreachable!("reservation in state {state}"),
+                Look::Waiting => {
+                    self.waiter.register(Waiter::Thread(current()));
+                    // Re-check after registering (module docs); then park.
+                    // A wake-up that comes while we still run leaves a
+                    // token, so the park returns at once.
+                    if !self.is_waiting() {
+                        continue;
+                    }
+                    if park_until(deadline) {
+                        return unsafe { self.cancel() };
+                    }
+                }
             }
         }
     }

@@ -156,12 +156,14 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
 use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
-use crate::slot::{Slot, WaitOutcome};
+use crate::reservation::{Line, PopFuture, Reservation};
+use crate::slot::Slot;
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -535,6 +537,81 @@ impl<T> DualStack<T> {
         self.pop_until(Some(deadline))
     }
 
+    /// Takes a place in line now and returns it as a [`Reservation`]: the
+    /// request half of [`pop`](Self::pop), whose follow-up (collecting the
+    /// value) can come later, elsewhere.
+    ///
+    /// If a value is stored, the reservation takes the newest one at once;
+    /// if the stack is closed and empty, it is closed. Otherwise it is
+    /// pushed as the newest waiting consumer: the next push serves it unless
+    /// another consumer starts waiting first. Dropping it cancels it; a
+    /// value it received but nobody collected is pushed back on top (for a
+    /// pool: the resource returns to the pool; see [`Reservation`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::new();
+    /// let r = s.reserve();
+    /// assert_eq!(s.waiting_consumers(), 1);
+    /// s.push(1).unwrap();
+    /// assert_eq!(r.wait(), Ok(1));
+    /// ```
+    pub fn reserve(&self) -> Reservation<'_, T> {
+        match self.take_or_link(true, &epoch::pin()) {
+            Step::Taken(value) => Reservation::ready(self, value),
+            Step::Closed => Reservation::closed(self),
+            Step::Empty => unreachable!("take_or_link links instead"),
+            Step::Linked(node) => {
+                // SAFETY: a pushed node is not null.
+                let node = unsafe { NonNull::new_unchecked(node.cast_mut()) };
+                // SAFETY: we hold the waiter's reference: the node is alive.
+                let slot = NonNull::from(unsafe { &node.as_ref().slot });
+                // SAFETY: a pushed reservation node of this stack; the
+                // waiter's reference is handed over. Spin first: a new
+                // reservation is the top, served next.
+                unsafe { Reservation::linked(self, node.cast(), slot, true) }
+            }
+        }
+    }
+
+    /// Takes the newest value, waiting for one asynchronously: the async
+    /// [`pop`](Self::pop). Sync and async consumers wait in one line (newest
+    /// first).
+    ///
+    /// The future takes its place in line on its first poll. Dropping it
+    /// cancels the wait; a value handed to it before the drop goes back on
+    /// top of the stack, never lost. Runtime-agnostic.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError`] if the stack is closed and no value is stored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // a minimal executor for the example
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// let s = dualq::DualStack::new();
+    /// s.push(5).unwrap();
+    /// assert_eq!(block_on(s.pop_async()), Ok(5));
+    /// s.close();
+    /// assert!(block_on(s.pop_async()).is_err());
+    /// ```
+    pub fn pop_async(&self) -> PopFuture<'_, T> {
+        PopFuture::new(self)
+    }
+
     /// Closes the stack: wakes every waiting consumer, makes later pushes
     /// fail (handing their values back), and lets pops drain what is stored
     /// (newest first) before they report closed. Returns `true` if this call
@@ -669,31 +746,13 @@ impl<T> DualStack<T> {
 
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        let expired = deadline.is_some_and(|d| Instant::now() >= d);
-        let node = {
-            let guard = &epoch::pin();
-            match self.take_or_link(!expired, guard) {
-                Step::Taken(value) => return Ok(value),
-                Step::Empty => return Err(PopTimeoutError::Timeout),
-                Step::Closed => return Err(PopTimeoutError::Closed),
-                Step::Linked(node) => node,
-            }
-            // The guard is dropped here: never hold it while waiting.
-        };
-        // SAFETY: we hold the waiter's reference to the pushed node.
-        let slot = unsafe { &(*node).slot };
-        // Spin first: a new reservation is always the top, served next.
-        let result = match slot.wait(deadline, true) {
-            WaitOutcome::Value(value) => Ok(value),
-            WaitOutcome::Closed => Err(PopTimeoutError::Closed),
-            WaitOutcome::Cancelled => {
-                self.clean(&epoch::pin());
-                Err(PopTimeoutError::Timeout)
-            }
-        };
-        // SAFETY: the wait is over; this is the waiter's reference.
-        unsafe { Node::release(node) };
-        result
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_pop().map_err(|e| match e {
+                TryPopError::Empty => PopTimeoutError::Timeout,
+                TryPopError::Closed => PopTimeoutError::Closed,
+            });
+        }
+        self.reserve().wait_until(deadline)
     }
 
     /// One pop attempt: takes the newest value, or reports empty/closed, or
@@ -1024,6 +1083,26 @@ impl<T> Chain<T> {
 impl<T> Drop for Chain<T> {
     fn drop(&mut self) {
         while self.pop().is_some() {}
+    }
+}
+
+impl<T> Line<T> for DualStack<T> {
+    fn reserve(&self) -> Reservation<'_, T> {
+        DualStack::reserve(self)
+    }
+
+    fn remove_cancelled(&self) {
+        self.clean(&epoch::pin());
+    }
+
+    unsafe fn release(&self, node: NonNull<()>) {
+        // SAFETY: the caller's contract: a reservation node of this stack
+        // and the owner's reference.
+        unsafe { Node::release(node.as_ptr().cast::<Node<T>>()) }
+    }
+
+    fn give_back(&self, value: T) -> Result<(), T> {
+        self.push(value).map_err(PushError::into_inner)
     }
 }
 
