@@ -218,6 +218,8 @@ fn drop_with_stored_values() {
 
 mod stack;
 
+mod reservation;
+
 #[path = "../tests/lincheck/mod.rs"]
 mod lincheck;
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dualq::{DualQueue, DualStack, PopError, PopTimeoutError, PushError, TryPopError};
+use dualq::{
+    DualQueue, DualStack, PopError, PopFuture, PopTimeoutError, PushError, Reservation, TryPopError,
+};
 
 /// How long a test waits for another thread to reach a state before it
 /// declares the test hung. Generous: these machines have two cores and the
@@ -50,6 +52,8 @@ pub trait Dual<T>: Structure + Default + std::fmt::Debug {
     fn try_pop(&self) -> Result<T, TryPopError>;
     fn pop_timeout(&self, timeout: Duration) -> Result<T, PopTimeoutError>;
     fn pop_deadline(&self, deadline: Instant) -> Result<T, PopTimeoutError>;
+    fn reserve(&self) -> Reservation<'_, T>;
+    fn pop_async(&self) -> PopFuture<'_, T>;
 }
 
 macro_rules! forward_api {
@@ -87,6 +91,12 @@ macro_rules! forward_api {
             }
             fn pop_deadline(&self, deadline: Instant) -> Result<T, PopTimeoutError> {
                 $ty::pop_deadline(self, deadline)
+            }
+            fn reserve(&self) -> Reservation<'_, T> {
+                $ty::reserve(self)
+            }
+            fn pop_async(&self) -> PopFuture<'_, T> {
+                $ty::pop_async(self)
             }
         }
     };
@@ -424,6 +434,66 @@ impl<S: Structure + ?Sized> Drop for CloseOnUnwind<'_, S> {
     fn drop(&mut self) {
         if thread::panicking() {
             self.0.close();
+        }
+    }
+}
+
+/// A waker that counts its wake-ups and unparks the thread that made it.
+#[derive(Debug)]
+pub struct CountingWaker {
+    wakes: AtomicUsize,
+    thread: thread::Thread,
+}
+
+impl CountingWaker {
+    /// A waker for the current thread, and its counter.
+    pub fn new() -> (std::task::Waker, Arc<CountingWaker>) {
+        let count = Arc::new(CountingWaker {
+            wakes: AtomicUsize::new(0),
+            thread: thread::current(),
+        });
+        (std::task::Waker::from(Arc::clone(&count)), count)
+    }
+
+    pub fn wakes(&self) -> usize {
+        self.wakes.load(Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+/// Polls `future` once with `waker`.
+pub fn poll_once<F: std::future::Future + Unpin>(
+    future: &mut F,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    std::pin::Pin::new(future).poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// The minimal executor: polls `future` on this thread, parking between
+/// polls until its waker is woken. Fails the test after [`PATIENCE`] without
+/// progress (a lost wake-up would otherwise hang it).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let (waker, count) = CountingWaker::new();
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        let seen = count.wakes();
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+            return value;
+        }
+        let start = Instant::now();
+        while count.wakes() == seen {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "a pending future was never woken"
+            );
+            thread::park_timeout(PATIENCE);
         }
     }
 }
