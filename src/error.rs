@@ -161,3 +161,132 @@ impl From<PopError> for PopTimeoutError {
         PopTimeoutError::Closed
     }
 }
+
+/// `transfer_timeout` or `transfer_deadline` did not hand its value over.
+/// The value comes back, never lost.
+///
+/// # Examples
+///
+/// ```
+/// use dualq::{DualQueue, TransferTimeoutError};
+/// use std::time::Duration;
+///
+/// let q = DualQueue::new();
+/// let err = q.transfer_timeout(1, Duration::from_millis(1)).unwrap_err();
+/// assert!(err.is_timeout());
+/// assert_eq!(err.into_inner(), 1);
+/// q.close();
+/// assert_eq!(q.transfer_timeout(2, Duration::from_secs(1)), Err(TransferTimeoutError::Closed(2)));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TransferTimeoutError<T> {
+    /// No consumer took the value in time; the offer was withdrawn.
+    Timeout(T),
+    /// The structure is closed (or was closed while waiting).
+    Closed(T),
+}
+
+impl<T> TransferTimeoutError<T> {
+    /// Returns the value that was not transferred.
+    pub fn into_inner(self) -> T {
+        match self {
+            TransferTimeoutError::Timeout(value) | TransferTimeoutError::Closed(value) => value,
+        }
+    }
+
+    /// Returns `true` for [`TransferTimeoutError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TransferTimeoutError::Timeout(_))
+    }
+
+    /// Returns `true` for [`TransferTimeoutError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TransferTimeoutError::Closed(_))
+    }
+}
+
+impl<T> fmt::Debug for TransferTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferTimeoutError::Timeout(_) => f.pad("Timeout(..)"),
+            TransferTimeoutError::Closed(_) => f.pad("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TransferTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferTimeoutError::Timeout(_) => f.pad("timed out waiting for a consumer"),
+            TransferTimeoutError::Closed(_) => f.pad("transferring into a closed structure"),
+        }
+    }
+}
+
+impl<T> Error for TransferTimeoutError<T> {}
+
+impl<T> From<PushError<T>> for TransferTimeoutError<T> {
+    fn from(err: PushError<T>) -> Self {
+        TransferTimeoutError::Closed(err.0)
+    }
+}
+
+/// `try_transfer` found no consumer waiting. The value comes back.
+///
+/// # Examples
+///
+/// ```
+/// use dualq::{DualQueue, TryTransferError};
+///
+/// let q = DualQueue::new();
+/// assert_eq!(q.try_transfer(1), Err(TryTransferError::NoConsumer(1)));
+/// assert!(q.is_empty()); // nothing was left behind
+/// q.close();
+/// assert_eq!(q.try_transfer(2), Err(TryTransferError::Closed(2)));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TryTransferError<T> {
+    /// No consumer was waiting.
+    NoConsumer(T),
+    /// The structure is closed.
+    Closed(T),
+}
+
+impl<T> TryTransferError<T> {
+    /// Returns the value that was not transferred.
+    pub fn into_inner(self) -> T {
+        match self {
+            TryTransferError::NoConsumer(value) | TryTransferError::Closed(value) => value,
+        }
+    }
+
+    /// Returns `true` for [`TryTransferError::NoConsumer`].
+    pub fn is_no_consumer(&self) -> bool {
+        matches!(self, TryTransferError::NoConsumer(_))
+    }
+
+    /// Returns `true` for [`TryTransferError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TryTransferError::Closed(_))
+    }
+}
+
+impl<T> fmt::Debug for TryTransferError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryTransferError::NoConsumer(_) => f.pad("NoConsumer(..)"),
+            TryTransferError::Closed(_) => f.pad("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TryTransferError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryTransferError::NoConsumer(_) => f.pad("no consumer is waiting"),
+            TryTransferError::Closed(_) => f.pad("transferring into a closed structure"),
+        }
+    }
+}
+
+impl<T> Error for TryTransferError<T> {}

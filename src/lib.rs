@@ -87,7 +87,9 @@ mod stack;
 mod sync;
 mod waiter;
 
-pub use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
+pub use crate::error::{
+    PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
+};
 pub use crate::queue::DualQueue;
 pub use crate::reservation::{PopFuture, Reservation};
 pub use crate::stack::DualStack;

@@ -91,9 +91,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
+use crate::error::{
+    PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
+};
 use crate::reservation::{Line, PopFuture, Reservation};
-use crate::slot::{Fulfil, Slot};
+use crate::slot::{Fulfil, OfferOutcome, Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -110,14 +112,16 @@ const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL));
 
 struct Node<T> {
     next: Atomic<Node<T>>,
-    /// 1 for data nodes (the list's), 2 for reservations (list + waiter).
+    /// 1 for data nodes (the list's), 2 for reservations and offers (list +
+    /// waiting party).
     refs: AtomicUsize,
     slot: Slot<T>,
 }
 
 impl<T> Node<T> {
     fn new(slot: Slot<T>) -> Owned<Self> {
-        let refs = if slot.is_reservation() { 2 } else { 1 };
+        // Reservations and offers have a waiting party with its own reference.
+        let refs = if slot.is_datum() { 1 } else { 2 };
         Owned::new(Node {
             next: Atomic::null(),
             refs: AtomicUsize::new(refs),
@@ -144,9 +148,9 @@ impl<T> Node<T> {
         }
     }
 
-    /// Whether this is a reservation that is no longer waiting.
-    fn is_dead_reservation(&self) -> bool {
-        self.slot.is_reservation() && !self.slot.is_waiting()
+    /// Whether this is a reservation or an offer that is over.
+    fn is_dead(&self) -> bool {
+        self.slot.is_dead()
     }
 }
 
@@ -185,12 +189,28 @@ impl<T> Pending<T> {
         }
     }
 
-    fn into_node(self) -> Owned<Node<T>> {
+    /// The node to append: a datum, or (`offer`) an offer whose producer
+    /// will wait for a consumer.
+    fn into_node(self, offer: bool) -> Owned<Node<T>> {
         match self {
+            Pending::Value(value) if offer => Node::new(Slot::offer(value)),
             Pending::Value(value) => Node::new(Slot::data(value)),
             Pending::Node(node) => node,
         }
     }
+}
+
+/// How a producer's attempt ended.
+enum Placed<T> {
+    /// Stored, or handed to a waiting consumer.
+    Done,
+    /// No consumer waits and the caller asked for `Put::OnlyToWaiter`.
+    NoConsumer(T),
+    /// The queue is closed.
+    Closed(T),
+    /// An offer is linked; the caller holds the producer's reference and
+    /// waits on it. `first` if nothing was in line before it.
+    Offered { node: *const Node<T>, first: bool },
 }
 
 /// The result of one attempt to take a value or link a reservation.
@@ -280,9 +300,19 @@ impl<T> DualQueue<T> {
     /// assert_eq!(q.try_pop(), Ok(1));
     /// ```
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.put(value, Put::Store) {
+            Placed::Done => Ok(()),
+            Placed::Closed(value) => Err(PushError(value)),
+            Placed::NoConsumer(_) | Placed::Offered { .. } => unreachable!("push stores"),
+        }
+    }
+
+    /// The producers' common path: hands `value` to the oldest waiting
+    /// consumer if there is one; otherwise does what `put` says.
+    fn put(&self, value: T, put: Put) -> Placed<T> {
         // Acquire: pairs with the Release store in `note_closed`/`close`.
         if self.closed.load(Ordering::Acquire) {
-            return Err(PushError(value));
+            return Placed::Closed(value);
         }
         let guard = &epoch::pin();
         let mut pending = Pending::Value(value);
@@ -294,7 +324,11 @@ impl<T> DualQueue<T> {
             let (head_ref, tail_ref) = unsafe { (head.deref(), tail.deref()) };
 
             if head == tail || !tail_ref.slot.is_reservation() {
-                // No reservations: append a data node after `tail`.
+                // No reservations: append a data node (or an offer) after
+                // `tail`.
+                if put == Put::OnlyToWaiter {
+                    return Placed::NoConsumer(pending.into_value());
+                }
                 let next = tail_ref.next.load(Ordering::Acquire, guard);
                 if tail != self.tail.load(Ordering::Acquire, guard) {
                     continue;
@@ -305,13 +339,13 @@ impl<T> DualQueue<T> {
                 }
                 if next.tag() & SEAL != 0 {
                     self.note_closed();
-                    return Err(PushError(pending.into_value()));
+                    return Placed::Closed(pending.into_value());
                 }
                 // Release: publishes the node's contents; pairs with the
                 // Acquire loads of `next`.
                 match tail_ref.next.compare_exchange(
                     Shared::null(),
-                    pending.into_node(),
+                    pending.into_node(put == Put::Offer),
                     Ordering::Release,
                     Ordering::Relaxed,
                     guard,
@@ -324,7 +358,13 @@ impl<T> DualQueue<T> {
                             Ordering::Relaxed,
                             guard,
                         );
-                        return Ok(());
+                        return match put {
+                            Put::Offer => Placed::Offered {
+                                node: node.as_raw(),
+                                first: head == tail,
+                            },
+                            _ => Placed::Done,
+                        };
                     }
                     Err(e) => pending = Pending::Node(e.new),
                 }
@@ -342,11 +382,11 @@ impl<T> DualQueue<T> {
                 match first_ref.slot.fulfil(pending.into_value(), &self.closed) {
                     Fulfil::Delivered => {
                         self.advance_head(head, first, guard);
-                        return Ok(());
+                        return Placed::Done;
                     }
                     Fulfil::Closed(value) => {
                         self.advance_head(head, first, guard);
-                        return Err(PushError(value));
+                        return Placed::Closed(value);
                     }
                     Fulfil::NotWaiting(value) => {
                         // Dead at the front: help remove it, then retry.
@@ -538,6 +578,154 @@ impl<T> DualQueue<T> {
         PopFuture::new(self)
     }
 
+    /// Hands `value` to a consumer and waits until one has taken it: a
+    /// rendezvous (Java's `SynchronousQueue` / `LinkedTransferQueue`
+    /// `transfer`).
+    ///
+    /// If consumers wait, the oldest one gets the value at once. Otherwise
+    /// the value is linked at the back of the queue as an *offer*, and the
+    /// call returns once a consumer took it: consumers take stored values
+    /// and offers alike in FIFO order, so waiting producers are served
+    /// oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`] with the value if the queue is closed, or is closed
+    /// while the value waits (a consumer that takes it first wins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::thread;
+    ///
+    /// let q = dualq::DualQueue::new();
+    /// thread::scope(|s| {
+    ///     s.spawn(|| q.transfer("ping").unwrap()); // waits for the pop
+    ///     assert_eq!(q.pop(), Ok("ping"));
+    /// });
+    /// ```
+    pub fn transfer(&self, value: T) -> Result<(), PushError<T>> {
+        self.transfer_until(value, None)
+            .map_err(|e| PushError(e.into_inner()))
+    }
+
+    /// Like [`transfer`](Self::transfer), but gives up after `timeout`: the
+    /// offer is withdrawn and the value comes back. A zero timeout behaves
+    /// like [`try_transfer`](Self::try_transfer); a timeout too large for an
+    /// [`Instant`] waits for ever. A transfer whose value was taken in the
+    /// same instant as its timeout reports success.
+    ///
+    /// # Errors
+    ///
+    /// [`TransferTimeoutError::Timeout`] or [`TransferTimeoutError::Closed`],
+    /// each with the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let q = dualq::DualQueue::new();
+    /// let err = q.transfer_timeout(5, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.into_inner(), 5);
+    /// assert!(q.is_empty()); // a timed-out transfer leaves nothing behind
+    /// ```
+    pub fn transfer_timeout(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        self.transfer_until(value, Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`transfer_timeout`](Self::transfer_timeout), with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`transfer_timeout`](Self::transfer_timeout).
+    pub fn transfer_deadline(
+        &self,
+        value: T,
+        deadline: Instant,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        self.transfer_until(value, Some(deadline))
+    }
+
+    /// Hands `value` to the oldest waiting consumer, only if one waits now.
+    /// Never blocks and never leaves anything behind.
+    ///
+    /// # Errors
+    ///
+    /// [`TryTransferError::NoConsumer`] or [`TryTransferError::Closed`],
+    /// each with the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::TryTransferError;
+    ///
+    /// let q = dualq::DualQueue::new();
+    /// assert_eq!(q.try_transfer(1), Err(TryTransferError::NoConsumer(1)));
+    /// let r = q.reserve();
+    /// assert_eq!(q.try_transfer(2), Ok(()));
+    /// assert_eq!(r.wait(), Ok(2));
+    /// ```
+    pub fn try_transfer(&self, value: T) -> Result<(), TryTransferError<T>> {
+        match self.put(value, Put::OnlyToWaiter) {
+            Placed::Done => Ok(()),
+            Placed::NoConsumer(value) => Err(TryTransferError::NoConsumer(value)),
+            Placed::Closed(value) => Err(TryTransferError::Closed(value)),
+            Placed::Offered { .. } => unreachable!("try_transfer links nothing"),
+        }
+    }
+
+    /// The blocking transfer with an optional deadline.
+    fn transfer_until(
+        &self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_transfer(value).map_err(|e| match e {
+                TryTransferError::NoConsumer(value) => TransferTimeoutError::Timeout(value),
+                TryTransferError::Closed(value) => TransferTimeoutError::Closed(value),
+            });
+        }
+        let (node, first) = match self.put(value, Put::Offer) {
+            Placed::Done => return Ok(()),
+            Placed::Closed(value) => return Err(TransferTimeoutError::Closed(value)),
+            Placed::NoConsumer(_) => unreachable!("an offer is linked instead"),
+            Placed::Offered { node, first } => (node, first),
+        };
+        // SAFETY: we hold the producer's reference to the linked offer.
+        let slot = unsafe { &(*node).slot };
+        // SAFETY: we are the offer's producer and wait on it once.
+        let result = match unsafe { slot.wait_offer(deadline, first) } {
+            OfferOutcome::Taken => Ok(()),
+            OfferOutcome::Closed(value) => Err(TransferTimeoutError::Closed(value)),
+            OfferOutcome::Cancelled(value) => {
+                self.sweep(&epoch::pin());
+                Err(TransferTimeoutError::Timeout(value))
+            }
+        };
+        // SAFETY: the wait is over; this is the producer's reference.
+        unsafe { Node::release(node) };
+        result
+    }
+
+    /// The number of producers waiting in [`transfer`](Self::transfer)
+    /// right now: a snapshot that walks the queue (O(n)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = dualq::DualQueue::<u8>::new();
+    /// assert_eq!(q.waiting_producers(), 0);
+    /// ```
+    pub fn waiting_producers(&self) -> usize {
+        self.count(|slot| slot.is_offer() && slot.is_offered())
+    }
+
     /// Closes the queue: wakes every waiting consumer, makes later pushes
     /// fail (handing their values back), and lets pops drain what is stored
     /// before they report closed. Returns `true` if this call closed it.
@@ -587,7 +775,7 @@ impl<T> DualQueue<T> {
         while !node.is_null() {
             // SAFETY: reached from `head` while pinned.
             let node_ref = unsafe { node.deref() };
-            node_ref.slot.close_reservation();
+            node_ref.slot.close_waiting();
             node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
         }
         sealed_here
@@ -608,7 +796,7 @@ impl<T> DualQueue<T> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Whether no value is stored (a snapshot; O(1)).
+    /// Whether no value is stored or offered (a snapshot).
     ///
     /// # Examples
     ///
@@ -622,15 +810,24 @@ impl<T> DualQueue<T> {
         let guard = &epoch::pin();
         let head = self.head.load(Ordering::Acquire, guard);
         // SAFETY: `head` is never retired while we are pinned.
-        let first = unsafe { head.deref() }
+        let mut node = unsafe { head.deref() }
             .next
             .load(Ordering::Acquire, guard)
             .with_tag(0);
-        // SAFETY: reached from `head` while pinned.
-        unsafe { first.as_ref() }.map_or(true, |node| node.slot.is_reservation())
+        // Dead offers at the front do not count; the first other node
+        // decides (O(1) unless transfers timed out there).
+        // SAFETY: every node is reached from `head` while pinned.
+        while let Some(node_ref) = unsafe { node.as_ref() } {
+            if !(node_ref.slot.is_offer() && node_ref.is_dead()) {
+                return !node_ref.slot.holds_value();
+            }
+            node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+        }
+        true
     }
 
-    /// The number of stored values: a snapshot that walks the queue, so it
+    /// The number of values a pop could take now (stored values and the
+    /// offers of waiting transfers): a snapshot that walks the queue, so it
     /// costs O(n) and may be stale when it returns under concurrent use.
     ///
     /// # Examples
@@ -642,7 +839,7 @@ impl<T> DualQueue<T> {
     /// assert_eq!(q.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.count(|slot| !slot.is_reservation())
+        self.count(|slot| slot.holds_value())
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
@@ -707,7 +904,7 @@ impl<T> DualQueue<T> {
                 // that timed-out consumers alone cannot pile up nodes.
                 // SAFETY: reached from `head` while pinned.
                 if let Some(first_ref) = unsafe { first.as_ref() } {
-                    if first_ref.is_dead_reservation() {
+                    if first_ref.is_dead() {
                         self.advance_head(head, first, guard);
                         continue;
                     }
@@ -785,6 +982,18 @@ impl<T> DualQueue<T> {
                 {
                     continue; // stale snapshot
                 }
+                if first_ref.slot.is_offer() {
+                    // Claim the offer in place (a live offer is never past
+                    // `head` nor unlinked), then help it out of the list;
+                    // a dead one is only helped out.
+                    // SAFETY: reached from `head` while pinned.
+                    let taken = unsafe { first_ref.slot.take_offer() };
+                    self.advance_head(head, first, guard);
+                    match taken {
+                        Some(value) => return Step::Taken(value),
+                        None => continue,
+                    }
+                }
                 if self.advance_head(head, first, guard) {
                     // SAFETY: our head CAS moved `head` onto `first` (whose
                     // `next` never changes while it holds data), so we are its
@@ -833,7 +1042,9 @@ impl<T> DualQueue<T> {
             if current.with_tag(0) != next {
                 return false;
             }
-            if current.tag() & MARK != 0 || !next_ref.slot.is_reservation() {
+            // Only reservations and offers are ever unlinked from the
+            // middle; a dummy followed by a datum needs no freeze.
+            if current.tag() & MARK != 0 || next_ref.slot.is_datum() {
                 break;
             }
             // AcqRel: the freeze orders against sweeps' CAS on this word.
@@ -884,7 +1095,7 @@ impl<T> DualQueue<T> {
             let Some(first_ref) = (unsafe { first.as_ref() }) else {
                 return;
             };
-            if first_ref.is_dead_reservation() {
+            if first_ref.is_dead() {
                 self.advance_head(head, first, guard);
                 continue 'restart;
             }
@@ -1001,7 +1212,9 @@ impl<T> Chain<T> {
                 .next
                 .load(Ordering::Relaxed, epoch::unprotected())
                 .as_raw();
-            let value = (!(*node).slot.is_reservation()).then(|| (*node).slot.take_data());
+            // An offer's value went to a consumer or back to its producer
+            // (who has returned: it borrows the queue).
+            let value = (*node).slot.is_datum().then(|| (*node).slot.take_data());
             Node::release(node);
             Some(value)
         }

@@ -4,9 +4,12 @@
 //!
 //! # State table
 //!
-//! A slot is either a *datum* (a stored value) or a *reservation* (a consumer
-//! waiting for one). The kind is fixed at construction: `DATA` never changes,
-//! and a reservation never becomes `DATA`.
+//! A slot is a *datum* (a stored value), a *reservation* (a consumer waiting
+//! for one) or an *offer* (a value whose producer waits until a consumer
+//! takes it: a `transfer`). The kind is fixed at construction: `DATA` never
+//! changes, and the other two kinds never reach each other's states.
+//!
+//! Reservations:
 //!
 //! | state       | value cell                   | who moves it on, and how                                   |
 //! |-------------|------------------------------|------------------------------------------------------------|
@@ -21,6 +24,21 @@
 //! the pop's second); `WAITING -> CANCELLED` is a timed-out pop's. Exactly one
 //! of the three CASes out of `WAITING` wins, so a value is never both delivered
 //! and handed back, and a waiter whose cancel loses always gets the value.
+//!
+//! Offers (the producer is the owner, the consumer the completer):
+//!
+//! | state       | value cell                          | who moves it on, and how |
+//! |-------------|-------------------------------------|--------------------------|
+//! | `OFFERED`   | initialised, the producer's value   | a consumer: CAS to `TAKEN` (take); the producer: CAS to `CANCELLED` (timeout); `close`: CAS to `CLOSED` |
+//! | `TAKEN`     | moved out by the consumer that won  | terminal                 |
+//! | `CANCELLED` | initialised; the producer moves it out (it gets its value back) | terminal |
+//! | `CLOSED`    | initialised; the producer moves it out | terminal              |
+//!
+//! `OFFERED -> TAKEN` is the linearization point of the take and of the
+//! transfer's fulfilment; exactly one of the three CASes out of `OFFERED`
+//! wins, so a value is either taken once or comes back to its producer. A
+//! consumer claims an offer *in place* (while it is linked where consumers
+//! find it), never after unlinking it, so a live offer is always visible.
 //!
 //! # Synchronization
 //!
@@ -75,6 +93,38 @@ const BUSY: usize = 2;
 const FULFILLED: usize = 3;
 const CANCELLED: usize = 4;
 const CLOSED: usize = 5;
+const OFFERED: usize = 6;
+const TAKEN: usize = 7;
+
+/// What a slot is; fixed at construction (state table).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Datum,
+    Reservation,
+    Offer,
+}
+
+/// What a producer does when no consumer waits (each structure's `put`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// Store the value (`push`).
+    Store,
+    /// Link an offer and let the caller wait for a consumer (`transfer`).
+    Offer,
+    /// Nothing: hand the value back (`try_transfer`).
+    OnlyToWaiter,
+}
+
+/// How an offer's wait ended.
+pub(crate) enum OfferOutcome<T> {
+    /// A consumer took the value.
+    Taken,
+    /// The structure was closed first: the value comes back.
+    Closed(T),
+    /// The deadline passed and the producer's cancel won: the value comes
+    /// back.
+    Cancelled(T),
+}
 
 /// What a producer's attempt to fulfil a reservation did. `V` is what the
 /// producer offered: the value itself ([`Slot::fulfil`]) or the closure that
@@ -116,10 +166,10 @@ pub(crate) struct Slot<T> {
     /// Initialised in `DATA` (until taken) and `FULFILLED` (until the waiter
     /// takes it); see the state table.
     value: UnsafeCell<MaybeUninit<T>>,
-    /// Who to wake when a reservation completes (unused by data).
+    /// Who to wake when a reservation or an offer completes (unused by
+    /// data).
     waiter: WaiterCell,
-    /// Whether this is a reservation (fixed at construction).
-    reservation: bool,
+    kind: Kind,
 }
 
 impl<T> Slot<T> {
@@ -129,7 +179,7 @@ impl<T> Slot<T> {
             state: AtomicUsize::new(DATA),
             value: UnsafeCell::new(MaybeUninit::new(value)),
             waiter: WaiterCell::new(),
-            reservation: false,
+            kind: Kind::Datum,
         }
     }
 
@@ -139,7 +189,7 @@ impl<T> Slot<T> {
             state: AtomicUsize::new(DATA),
             value: UnsafeCell::new(MaybeUninit::uninit()),
             waiter: WaiterCell::new(),
-            reservation: false,
+            kind: Kind::Datum,
         }
     }
 
@@ -150,13 +200,60 @@ impl<T> Slot<T> {
             state: AtomicUsize::new(WAITING),
             value: UnsafeCell::new(MaybeUninit::uninit()),
             waiter: WaiterCell::new(),
-            reservation: true,
+            kind: Kind::Reservation,
+        }
+    }
+
+    /// An offer of `value`, waiting for a consumer.
+    pub(crate) fn offer(value: T) -> Self {
+        Slot {
+            state: AtomicUsize::new(OFFERED),
+            value: UnsafeCell::new(MaybeUninit::new(value)),
+            waiter: WaiterCell::new(),
+            kind: Kind::Offer,
         }
     }
 
     /// Whether this is a reservation (fixed at construction).
     pub(crate) fn is_reservation(&self) -> bool {
-        self.reservation
+        self.kind == Kind::Reservation
+    }
+
+    /// Whether this is a datum: a stored value, or a queue's dummy (fixed at
+    /// construction).
+    pub(crate) fn is_datum(&self) -> bool {
+        self.kind == Kind::Datum
+    }
+
+    /// Whether this is an offer (fixed at construction).
+    pub(crate) fn is_offer(&self) -> bool {
+        self.kind == Kind::Offer
+    }
+
+    /// Whether this is an offer still waiting for a consumer. `Acquire`, as
+    /// [`is_waiting`](Self::is_waiting).
+    pub(crate) fn is_offered(&self) -> bool {
+        self.state.load(Ordering::Acquire) == OFFERED
+    }
+
+    /// Whether this is a reservation or an offer that is over (its waiting
+    /// party is done or leaving): such a node may be removed.
+    pub(crate) fn is_dead(&self) -> bool {
+        match self.kind {
+            Kind::Datum => false,
+            Kind::Reservation => !self.is_waiting(),
+            Kind::Offer => !self.is_offered(),
+        }
+    }
+
+    /// Whether a consumer may take this slot's value now: a datum (its
+    /// value still there is the structure's business) or a live offer.
+    pub(crate) fn holds_value(&self) -> bool {
+        match self.kind {
+            Kind::Datum => true,
+            Kind::Reservation => false,
+            Kind::Offer => self.is_offered(),
+        }
     }
 
     /// Whether this reservation still waits for a value. `Acquire`: a caller
@@ -166,19 +263,21 @@ impl<T> Slot<T> {
         self.state.load(Ordering::Acquire) == WAITING
     }
 
-    /// Whether this reservation timed out.
+    /// Whether this reservation or offer timed out.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.state.load(Ordering::Acquire) == CANCELLED
     }
 
-    /// Moves a datum's value out.
+    /// Moves a datum's value out (or an offer's that was never published).
     ///
     /// # Safety
     ///
     /// The slot is a datum whose value is still there, and the caller has won
     /// the structure's CAS that makes it the only taker (so this runs at most
-    /// once per value). The slot's construction happens-before this call.
+    /// once per value), or an offer nobody else has seen. The slot's
+    /// construction happens-before this call.
     pub(crate) unsafe fn take_data(&self) -> T {
+        // (An offer never published is taken back the same way.)
         debug_assert!(!self.is_reservation());
         // SAFETY: by the caller's contract the value is initialised and we are
         // its only reader; the state table's `DATA` row.
@@ -253,19 +352,46 @@ impl<T> Slot<T> {
         Fulfil::Delivered
     }
 
-    /// Closes a waiting reservation and wakes its waiter. Returns whether this
-    /// call closed it. The caller has stored the closed flag and issued
-    /// `fence(SeqCst)` first.
-    pub(crate) fn close_reservation(&self) -> bool {
-        if !self.is_reservation() {
-            return false;
-        }
-        // Release: pairs with the waiter's Acquire load. It publishes the
-        // caller's earlier store of the structure's `closed` flag, so a waiter
-        // that returns "closed" is guaranteed to see `is_closed()` true.
+    /// A consumer's attempt to take an offer's value (state table, offers).
+    /// `None` if the offer is no longer `OFFERED`.
+    ///
+    /// # Safety
+    ///
+    /// The slot is an offer reached through the structure (so its
+    /// construction, value included, happens-before this call), and stays
+    /// allocated until this call returns.
+    pub(crate) unsafe fn take_offer(&self) -> Option<T> {
+        debug_assert!(self.is_offer());
+        // Relaxed: the value was written before the node was published, and
+        // our path to the node (Acquire loads) already orders that write
+        // before our read. Nothing of ours needs publishing to the producer:
+        // on `TAKEN` it never touches the value again (the node's memory is
+        // kept by the reference counts, with their own Release/Acquire).
+        self.state
+            .compare_exchange(OFFERED, TAKEN, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        // SAFETY: we won OFFERED -> TAKEN: the value is ours alone (state
+        // table, offers); it was initialised at construction.
+        let value = self.value.with(|p| unsafe { ptr::read(p).assume_init() });
+        self.waiter.wake();
+        Some(value)
+    }
+
+    /// Closes a waiting reservation or offer and wakes its waiting party.
+    /// Returns whether this call closed it. The caller has stored the closed
+    /// flag and issued `fence(SeqCst)` first.
+    pub(crate) fn close_waiting(&self) -> bool {
+        let live = match self.kind {
+            Kind::Datum => return false,
+            Kind::Reservation => WAITING,
+            Kind::Offer => OFFERED,
+        };
+        // Release: pairs with the waiting party's Acquire load. It publishes
+        // the caller's earlier store of the structure's `closed` flag, so a
+        // waiter that returns "closed" is guaranteed to see `is_closed()`.
         let closed = self
             .state
-            .compare_exchange(WAITING, CLOSED, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(live, CLOSED, Ordering::Release, Ordering::Relaxed)
             .is_ok();
         if closed {
             self.waiter.wake();
@@ -377,35 +503,126 @@ impl<T> Slot<T> {
     /// As [`look`](Self::look): only the owner, once, and not after a final
     /// outcome.
     pub(crate) unsafe fn wait(&self, deadline: Option<Instant>, spin: bool) -> WaitOutcome<T> {
+        // SAFETY (both closures): the caller's contract; `block` stops
+        // calling them after the first final outcome.
+        self.block(
+            deadline,
+            spin,
+            || unsafe { self.try_take() },
+            || unsafe { self.cancel() },
+        )
+    }
+
+    /// The producer's look at its offer: `Some` once it is final.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the offer's producer (its owner), and no earlier look
+    /// or withdrawal returned a final outcome: a value that comes back is
+    /// moved out here.
+    unsafe fn offer_outcome(&self) -> Option<OfferOutcome<T>> {
+        debug_assert!(self.is_offer());
+        // Acquire: pairs with the CAS that ended the offer (a consumer's
+        // take or `close`'s Release CAS).
+        match self.state.load(Ordering::Acquire) {
+            OFFERED => None,
+            TAKEN => Some(OfferOutcome::Taken),
+            // SAFETY: CLOSED: nobody took the value; it is the owner's
+            // again, and by the caller's contract read once.
+            CLOSED => Some(OfferOutcome::Closed(unsafe { self.value_back() })),
+            state => unreachable!("offer in state {state}"),
+        }
+    }
+
+    /// The producer's withdrawal (a timeout): CAS `OFFERED -> CANCELLED`,
+    /// and the value comes back; or, if a consumer or `close` got there
+    /// first, that outcome.
+    ///
+    /// # Safety
+    ///
+    /// As [`offer_outcome`](Self::offer_outcome).
+    pub(crate) unsafe fn withdraw(&self) -> OfferOutcome<T> {
+        // Acquire on failure: pairs with the CAS that ended the offer.
+        match self
+            .state
+            .compare_exchange(OFFERED, CANCELLED, Ordering::Relaxed, Ordering::Acquire)
+        {
+            // SAFETY: we won: nobody can take the value any more.
+            Ok(_) => OfferOutcome::Cancelled(unsafe { self.value_back() }),
+            // SAFETY: the caller's contract; the offer is final now.
+            Err(_) => unsafe { self.offer_outcome() }.expect("a failed withdrawal is final"),
+        }
+    }
+
+    /// The producer's blocking wait for a consumer to take its offer: spin
+    /// (if `spin`), then park, until taken, closed, or the deadline passes
+    /// and the withdrawal wins.
+    ///
+    /// # Safety
+    ///
+    /// As [`offer_outcome`](Self::offer_outcome).
+    pub(crate) unsafe fn wait_offer(
+        &self,
+        deadline: Option<Instant>,
+        spin: bool,
+    ) -> OfferOutcome<T> {
+        // SAFETY (both closures): the caller's contract; `block` stops
+        // calling them after the first final outcome.
+        self.block(
+            deadline,
+            spin,
+            || unsafe { self.offer_outcome() },
+            || unsafe { self.withdraw() },
+        )
+    }
+
+    /// Moves an offer's value back out to its producer.
+    ///
+    /// # Safety
+    ///
+    /// The offer is `CANCELLED` or `CLOSED` (its value untouched since
+    /// construction), the caller is its producer, and does this once.
+    unsafe fn value_back(&self) -> T {
+        // SAFETY: the caller's contract (state table, offers).
+        self.value.with(|p| unsafe { ptr::read(p).assume_init() })
+    }
+
+    /// The owner's spin-then-park loop, for reservations and offers alike.
+    ///
+    /// `look` returns `Some` on a final outcome (it is not called again
+    /// after that), `None` otherwise; `expire` runs (once) when the deadline
+    /// passes and decides the outcome. Parking follows the waiter cell's
+    /// protocol: register, look again, then park (module docs).
+    fn block<R>(
+        &self,
+        deadline: Option<Instant>,
+        spin: bool,
+        mut look: impl FnMut() -> Option<R>,
+        expire: impl FnOnce() -> R,
+    ) -> R {
         let spinner = Spin::new();
         loop {
-            // SAFETY (every look and the cancel): the caller's contract;
-            // each returns at once on a final outcome.
-            match unsafe { self.look() } {
-                Look::Done(outcome) => return outcome,
-                // A producer is between its claim and its store: a few
-                // instructions, unless it was preempted. Yield-spin.
-                Look::Busy => spinner.snooze(),
-                Look::Waiting if spin && !spinner.is_completed() => {
-                    spinner.snooze();
-                    // A yield can take milliseconds on a loaded machine:
-                    // honour the deadline during the spin phase too.
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return unsafe { self.cancel() };
-                    }
+            if let Some(outcome) = look() {
+                return outcome;
+            }
+            if spin && !spinner.is_completed() {
+                spinner.snooze();
+                // A yield can take milliseconds on a loaded machine:
+                // honour the deadline during the spin phase too.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return expire();
                 }
-                Look::Waiting => {
-                    self.waiter.register(Waiter::Thread(current()));
-                    // Re-check after registering (module docs); then park.
-                    // A wake-up that comes while we still run leaves a
-                    // token, so the park returns at once.
-                    if !self.is_waiting() {
-                        continue;
-                    }
-                    if park_until(deadline) {
-                        return unsafe { self.cancel() };
-                    }
-                }
+                continue;
+            }
+            self.waiter.register(Waiter::Thread(current()));
+            // Re-check after registering (module docs), then park. A wake-up
+            // that comes while we still run leaves a token, so the park
+            // returns at once.
+            if let Some(outcome) = look() {
+                return outcome;
+            }
+            if park_until(deadline) {
+                return expire();
             }
         }
     }

@@ -161,9 +161,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::error::{PopError, PopTimeoutError, PushError, TryPopError};
+use crate::error::{
+    PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
+};
 use crate::reservation::{Line, PopFuture, Reservation};
-use crate::slot::Slot;
+use crate::slot::{OfferOutcome, Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -207,6 +209,19 @@ impl<T> Node<T> {
         })
     }
 
+    /// An offer of `value`: a datum whose producer waits for a consumer
+    /// (`transfer`); the producer holds the second reference.
+    fn offer(value: T) -> Owned<Self> {
+        Owned::new(Node {
+            next: Atomic::null(),
+            refs: AtomicUsize::new(2),
+            fulfilling: false,
+            slot: Slot::offer(value),
+            #[cfg(any(debug_assertions, loom))]
+            retired: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
     fn reservation() -> Owned<Self> {
         Owned::new(Node {
             next: Atomic::null(),
@@ -220,7 +235,18 @@ impl<T> Node<T> {
 
     /// A datum that is not a fulfilling node: its value is stored.
     fn is_stored_value(&self) -> bool {
-        !self.fulfilling && !self.slot.is_reservation()
+        !self.fulfilling && self.slot.is_datum()
+    }
+
+    /// A value a pop could take now: stored, or offered by a waiting
+    /// transfer.
+    fn is_takeable(&self) -> bool {
+        !self.fulfilling && self.slot.holds_value()
+    }
+
+    /// An offer whose transfer is over (taken, withdrawn or closed).
+    fn is_dead_offer(&self) -> bool {
+        self.slot.is_offer() && self.slot.is_dead()
     }
 
     /// Drops one reference; the last one frees the node. Never drops a value:
@@ -298,6 +324,19 @@ fn freeze<'g, T>(node: &Node<T>, guard: &'g Guard) -> Shared<'g, Node<T>> {
             Err(e) => next = e.current,
         }
     }
+}
+
+/// How a producer's attempt ended.
+enum Placed<T> {
+    /// Stored, or handed to a waiting consumer.
+    Done,
+    /// No consumer waits and the caller asked for `Put::OnlyToWaiter`.
+    NoConsumer(T),
+    /// The stack is closed.
+    Closed(T),
+    /// An offer is pushed; the caller holds the producer's reference and
+    /// waits on it.
+    Offered(*const Node<T>),
 }
 
 /// The result of one attempt to take a value or push a reservation.
@@ -385,9 +424,19 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.try_pop(), Ok(1));
     /// ```
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.put(value, Put::Store) {
+            Placed::Done => Ok(()),
+            Placed::Closed(value) => Err(PushError(value)),
+            Placed::NoConsumer(_) | Placed::Offered(_) => unreachable!("push stores"),
+        }
+    }
+
+    /// The producers' common path: hands `value` to the newest waiting
+    /// consumer if there is one; otherwise does what `put` says.
+    fn put(&self, value: T, put: Put) -> Placed<T> {
         // Acquire: pairs with the Release store in `note_closed`.
         if self.closed.load(Ordering::Acquire) {
-            return Err(PushError(value));
+            return Placed::Closed(value);
         }
         let guard = &epoch::pin();
         let mut node = Node::datum(value);
@@ -397,11 +446,11 @@ impl<T> DualStack<T> {
                 self.note_closed();
                 // SAFETY: `node` was never published, so its value is still
                 // there and we own it alone; the node is then freed without it.
-                return Err(PushError(unsafe { node.slot.take_data() }));
+                return Placed::Closed(unsafe { node.slot.take_data() });
             }
             // SAFETY: a node loaded from `top` while pinned is not freed
             // before we unpin (it is retired only after it leaves the stack).
-            match unsafe { top.as_ref() } {
+            let fulfilling = match unsafe { top.as_ref() } {
                 Some(t) if t.fulfilling => {
                     self.help(top, guard);
                     continue;
@@ -411,11 +460,31 @@ impl<T> DualStack<T> {
                         self.pop_dead_top(top, guard);
                         continue;
                     }
-                    node.fulfilling = true;
+                    true
                 }
-                _ => node.fulfilling = false,
+                Some(t) if t.is_dead_offer() => {
+                    self.pop_dead_datum(top, guard);
+                    continue;
+                }
+                _ => false,
+            };
+            if !fulfilling && put == Put::OnlyToWaiter {
+                // SAFETY: never published (as above).
+                return Placed::NoConsumer(unsafe { node.slot.take_data() });
             }
-            let fulfilling = node.fulfilling;
+            // The node's kind follows the mode: a fulfilling datum over a
+            // reservation, else a datum (push) or an offer (transfer).
+            let offer = !fulfilling && put == Put::Offer;
+            if node.slot.is_offer() != offer {
+                // SAFETY: never published (as above).
+                let value = unsafe { node.slot.take_data() };
+                node = if offer {
+                    Node::offer(value)
+                } else {
+                    Node::datum(value)
+                };
+            }
+            node.fulfilling = fulfilling;
             // Relaxed: published by the Release CAS below.
             node.next.store(top, Ordering::Relaxed);
             // Release: publishes the node's contents; pairs with the Acquire
@@ -424,9 +493,10 @@ impl<T> DualStack<T> {
                 .top
                 .compare_exchange(top, node, Ordering::Release, Ordering::Relaxed, guard)
             {
-                Ok(_) if !fulfilling => return Ok(()),
+                Ok(n) if offer => return Placed::Offered(n.as_raw()),
+                Ok(_) if !fulfilling => return Placed::Done,
                 Ok(f) => match self.complete(f, guard) {
-                    None => return Ok(()),
+                    None => return Placed::Done,
                     Some(value) => node = Node::datum(value),
                 },
                 Err(e) => node = e.new,
@@ -612,6 +682,153 @@ impl<T> DualStack<T> {
         PopFuture::new(self)
     }
 
+    /// Hands `value` to a consumer and waits until one has taken it: a
+    /// rendezvous (the `TransferStack` of Java's `SynchronousQueue`).
+    ///
+    /// If consumers wait, the newest one gets the value at once. Otherwise
+    /// the value is pushed as an *offer*, and the call returns once a
+    /// consumer took it: consumers take stored values and offers alike,
+    /// newest first, so waiting producers are served newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`] with the value if the stack is closed, or is closed
+    /// while the value waits (a consumer that takes it first wins).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::thread;
+    ///
+    /// let s = dualq::DualStack::new();
+    /// thread::scope(|scope| {
+    ///     scope.spawn(|| s.transfer("ping").unwrap()); // waits for the pop
+    ///     assert_eq!(s.pop(), Ok("ping"));
+    /// });
+    /// ```
+    pub fn transfer(&self, value: T) -> Result<(), PushError<T>> {
+        self.transfer_until(value, None)
+            .map_err(|e| PushError(e.into_inner()))
+    }
+
+    /// Like [`transfer`](Self::transfer), but gives up after `timeout`: the
+    /// offer is withdrawn and the value comes back. A zero timeout behaves
+    /// like [`try_transfer`](Self::try_transfer); a timeout too large for an
+    /// [`Instant`] waits for ever. A transfer whose value was taken in the
+    /// same instant as its timeout reports success.
+    ///
+    /// # Errors
+    ///
+    /// [`TransferTimeoutError::Timeout`] or [`TransferTimeoutError::Closed`],
+    /// each with the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let s = dualq::DualStack::new();
+    /// let err = s.transfer_timeout(5, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.into_inner(), 5);
+    /// assert!(s.is_empty()); // a timed-out transfer leaves nothing behind
+    /// ```
+    pub fn transfer_timeout(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        self.transfer_until(value, Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`transfer_timeout`](Self::transfer_timeout), with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`transfer_timeout`](Self::transfer_timeout).
+    pub fn transfer_deadline(
+        &self,
+        value: T,
+        deadline: Instant,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        self.transfer_until(value, Some(deadline))
+    }
+
+    /// Hands `value` to the newest waiting consumer, only if one waits now.
+    /// Never blocks and never leaves anything behind.
+    ///
+    /// # Errors
+    ///
+    /// [`TryTransferError::NoConsumer`] or [`TryTransferError::Closed`],
+    /// each with the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dualq::TryTransferError;
+    ///
+    /// let s = dualq::DualStack::new();
+    /// assert_eq!(s.try_transfer(1), Err(TryTransferError::NoConsumer(1)));
+    /// let r = s.reserve();
+    /// assert_eq!(s.try_transfer(2), Ok(()));
+    /// assert_eq!(r.wait(), Ok(2));
+    /// ```
+    pub fn try_transfer(&self, value: T) -> Result<(), TryTransferError<T>> {
+        match self.put(value, Put::OnlyToWaiter) {
+            Placed::Done => Ok(()),
+            Placed::NoConsumer(value) => Err(TryTransferError::NoConsumer(value)),
+            Placed::Closed(value) => Err(TryTransferError::Closed(value)),
+            Placed::Offered(_) => unreachable!("try_transfer pushes no offer"),
+        }
+    }
+
+    /// The blocking transfer with an optional deadline.
+    fn transfer_until(
+        &self,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), TransferTimeoutError<T>> {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_transfer(value).map_err(|e| match e {
+                TryTransferError::NoConsumer(value) => TransferTimeoutError::Timeout(value),
+                TryTransferError::Closed(value) => TransferTimeoutError::Closed(value),
+            });
+        }
+        let node = match self.put(value, Put::Offer) {
+            Placed::Done => return Ok(()),
+            Placed::Closed(value) => return Err(TransferTimeoutError::Closed(value)),
+            Placed::NoConsumer(_) => unreachable!("an offer is pushed instead"),
+            Placed::Offered(node) => node,
+        };
+        // SAFETY: we hold the producer's reference to the pushed offer.
+        let slot = unsafe { &(*node).slot };
+        // SAFETY: we are the offer's producer and wait on it once. Spin
+        // first: a new offer is the top, taken next.
+        let result = match unsafe { slot.wait_offer(deadline, true) } {
+            OfferOutcome::Taken => Ok(()),
+            OfferOutcome::Closed(value) => Err(TransferTimeoutError::Closed(value)),
+            OfferOutcome::Cancelled(value) => {
+                self.clean(&epoch::pin());
+                Err(TransferTimeoutError::Timeout(value))
+            }
+        };
+        // SAFETY: the wait is over; this is the producer's reference.
+        unsafe { Node::release(node) };
+        result
+    }
+
+    /// The number of producers waiting in [`transfer`](Self::transfer)
+    /// right now: a snapshot that walks the stack (O(n)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = dualq::DualStack::<u8>::new();
+    /// assert_eq!(s.waiting_producers(), 0);
+    /// ```
+    pub fn waiting_producers(&self) -> usize {
+        self.count(|node| node.slot.is_offer() && node.slot.is_offered())
+    }
+
     /// Closes the stack: wakes every waiting consumer, makes later pushes
     /// fail (handing their values back), and lets pops drain what is stored
     /// (newest first) before they report closed. Returns `true` if this call
@@ -655,17 +872,14 @@ impl<T> DualStack<T> {
             }
         };
         self.note_closed();
-        // Wake every reservation still waiting. All were pushed before the
-        // seal and none can leave the stack while waiting, so all are
-        // reachable from `top`; nothing but reservations lies under one.
+        // Wake every reservation and every offer still waiting. All were
+        // pushed before the seal and none can leave the stack while waiting,
+        // so all are reachable from `top`.
         let mut node = self.top.load(Ordering::Acquire, guard);
         // SAFETY: reached from `top` while pinned (module docs: every `next`
         // read leads to a node that was in the stack after we pinned).
         while let Some(node_ref) = unsafe { node.as_ref() } {
-            if !node_ref.slot.is_reservation() {
-                break; // data: no reservation in the stack
-            }
-            node_ref.slot.close_reservation();
+            node_ref.slot.close_waiting();
             node = node_ref.next.load(Ordering::Acquire, guard);
         }
         sealed_here
@@ -698,10 +912,17 @@ impl<T> DualStack<T> {
     /// ```
     pub fn is_empty(&self) -> bool {
         let guard = &epoch::pin();
-        let top = self.top.load(Ordering::Acquire, guard);
-        // SAFETY: loaded from `top` while pinned. A fulfilling node's value
-        // is being handed over, not stored.
-        unsafe { top.as_ref() }.map_or(true, |t| !t.is_stored_value())
+        let mut node = self.top.load(Ordering::Acquire, guard);
+        // Dead offers on top do not count; the first other node decides.
+        // A fulfilling node's value is being handed over, not stored.
+        // SAFETY: reached from `top` while pinned (module docs).
+        while let Some(node_ref) = unsafe { node.as_ref() } {
+            if !node_ref.is_dead_offer() {
+                return !node_ref.is_takeable();
+            }
+            node = node_ref.next.load(Ordering::Acquire, guard);
+        }
+        true
     }
 
     /// The number of stored values: a snapshot that walks the stack, so it
@@ -716,7 +937,7 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.count(Node::is_stored_value)
+        self.count(Node::is_takeable)
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
@@ -765,6 +986,18 @@ impl<T> DualStack<T> {
             // SAFETY: loaded from `top` while pinned.
             match unsafe { top.as_ref() } {
                 Some(t) if t.fulfilling => self.help(top, guard),
+                Some(t) if t.slot.is_offer() => {
+                    // A transfer's offer: claim it (the pop linearizes at
+                    // our load of `top`, which showed it newest: module
+                    // docs, "Offers"), then pop it, dead either way; keep
+                    // the seal. If it was already dead, only pop it.
+                    // SAFETY: loaded from `top` while pinned.
+                    let taken = unsafe { t.slot.take_offer() };
+                    self.pop_dead_datum(top, guard);
+                    if let Some(value) = taken {
+                        return Step::Taken(value);
+                    }
+                }
                 Some(t) if !t.slot.is_reservation() => {
                     // Data: pop it, keeping the seal if there is one.
                     // Relaxed: a datum's `next` is fixed before its push,
@@ -950,6 +1183,36 @@ impl<T> DualStack<T> {
         }
     }
 
+    /// Pops the dead offer `t` (loaded from `top`, perhaps sealed) off the
+    /// top, keeping the seal. An offer's `next` is fixed at its push, like a
+    /// datum's: dead offers are popped when they reach the top, never
+    /// unspliced from below.
+    fn pop_dead_datum(&self, t: Shared<'_, Node<T>>, guard: &Guard) {
+        // SAFETY: loaded from `top` while pinned.
+        let t_ref = unsafe { t.deref() };
+        debug_assert!(t_ref.slot.is_offer());
+        // Relaxed: an offer's `next` is fixed before its push, which our
+        // Acquire load of `top` synchronized with.
+        let below = t_ref.next.load(Ordering::Relaxed, guard);
+        // AcqRel, as in `pop_dead_top`. Fails if `t` is no longer the top
+        // (popped by someone else, or buried under a newer datum: then it
+        // leaves when it resurfaces).
+        if self
+            .top
+            .compare_exchange(
+                t,
+                below.with_tag(t.tag()),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+                guard,
+            )
+            .is_ok()
+        {
+            // SAFETY: we won the CAS that popped `t`.
+            unsafe { retire(guard, t) };
+        }
+    }
+
     /// After a cancel: removes dead reservations, popping them off the top
     /// and unsplicing those below (module docs, "Leaving the stack"). Returns
     /// once a walk from the top found none left (or the stack is sealed or
@@ -968,6 +1231,10 @@ impl<T> DualStack<T> {
             };
             if t.fulfilling {
                 self.help(top, guard);
+                continue;
+            }
+            if t.is_dead_offer() {
+                self.pop_dead_datum(top, guard);
                 continue;
             }
             if !t.slot.is_reservation() {
