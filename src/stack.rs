@@ -439,7 +439,11 @@ impl<T> DualStack<T> {
             return Placed::Closed(value);
         }
         let guard = &epoch::pin();
-        let mut node = Node::datum(value);
+        // The likely kind; rebuilt below if the mode says otherwise.
+        let mut node = match put {
+            Put::Offer => Node::offer(value),
+            Put::Store | Put::OnlyToWaiter => Node::datum(value),
+        };
         loop {
             let top = self.top.load(Ordering::Acquire, guard);
             if top.tag() & SEAL != 0 {

@@ -23,7 +23,29 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{Dual, Flavour, Queue, Stack, Structure};
-use dualq::{DualQueue, PopTimeoutError};
+use dualq::{DualQueue, PopTimeoutError, TransferTimeoutError};
+
+/// The timed-out operation a scenario repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// `pop_timeout` on a structure with no value: links a reservation.
+    Pop,
+    /// `transfer_timeout` with no consumer: links an offer.
+    Transfer,
+}
+
+impl Op {
+    /// Runs the operation once with `timeout` and checks that it timed out.
+    fn time_out(self, q: &impl Dual<u64>, timeout: Duration) {
+        match self {
+            Op::Pop => assert_eq!(q.pop_timeout(timeout), Err(PopTimeoutError::Timeout)),
+            Op::Transfer => assert_eq!(
+                q.transfer_timeout(9, timeout),
+                Err(TransferTimeoutError::Timeout(9))
+            ),
+        }
+    }
+}
 
 struct Counting;
 
@@ -135,14 +157,14 @@ const MAX_GROWTH: usize = 192 * 1024;
 /// nearly every call. Too short and the deadline passes before the pop links
 /// anything (`pop_timeout(1ns)` is a plain `try_pop` in practice); longer and
 /// each wait parks, which costs the timer slack (~50-100 us) per wait.
-fn calibrate(q: &impl Dual<u64>) -> Duration {
+fn calibrate(q: &impl Dual<u64>, op: Op) -> Duration {
     const CALLS: usize = 2_000;
     let mut best: Option<(Duration, Duration)> = None;
     for ns in [25, 50, 100, 200, 400, 1_000] {
         let timeout = Duration::from_nanos(ns);
         let (a0, t0) = (allocs(), Instant::now());
         for _ in 0..CALLS {
-            assert_eq!(q.pop_timeout(timeout), Err(PopTimeoutError::Timeout));
+            op.time_out(q, timeout);
         }
         let (linked, cost) = (allocs() - a0, t0.elapsed() / CALLS as u32);
         if linked >= CALLS * 9 / 10 && best.map_or(true, |(_, c)| cost < c) {
@@ -152,16 +174,18 @@ fn calibrate(q: &impl Dual<u64>) -> Duration {
     best.map_or(Duration::from_micros(1), |(t, _)| t)
 }
 
-/// Runs `WAITS` timed-out `pop_timeout(timeout)` calls on `q`, spread over
-/// `threads` threads (`q` must stay empty, with `waiting` other consumers
+/// Runs `WAITS` timed-out `op`s with `timeout` on `q`, spread over `threads`
+/// threads (`q` must keep its `len()`, with `waiting` other consumers
 /// waiting throughout), and checks that live memory stays flat.
 fn timed_out_waits(
     label: &str,
     q: &impl Dual<u64>,
+    op: Op,
     timeout: Duration,
     threads: usize,
     waiting: usize,
 ) {
+    let len = q.len();
     // Persistent threads (spawning per chunk would measure crossbeam-epoch's
     // per-thread records, which it frees lazily, instead of the waits): each
     // round, every thread does its share of `n` waits between two barriers.
@@ -175,7 +199,7 @@ fn timed_out_waits(
                 for n in rounds {
                     barrier.wait();
                     for _ in 0..n / threads {
-                        assert_eq!(q.pop_timeout(timeout), Err(PopTimeoutError::Timeout));
+                        op.time_out(q, timeout);
                     }
                     barrier.wait();
                 }
@@ -202,7 +226,7 @@ fn timed_out_waits(
         .map(|&c| c as isize - baseline as isize)
         .collect();
     eprintln!(
-        "{label}: {WAITS} waits of {timeout:?} on {threads} thread(s) in {elapsed:?} ({:?}/wait), \
+        "{label}: {WAITS} {op:?} waits of {timeout:?} on {threads} thread(s) in {elapsed:?} ({:?}/wait), \
          {linked} allocations, live bytes over baseline at each quarter: {over:?}",
         elapsed / WAITS as u32
     );
@@ -232,7 +256,12 @@ fn timed_out_waits(
         waiting,
         "{label}: wrong number of waiting consumers"
     );
-    assert!(q.is_empty());
+    assert_eq!(
+        q.waiting_producers(),
+        0,
+        "{label}: an offer was left behind"
+    );
+    assert_eq!(q.len(), len, "{label}: the values changed");
 }
 
 /// (a) The waits on an otherwise empty structure, on one thread (each
@@ -240,9 +269,24 @@ fn timed_out_waits(
 /// four at once (cancelled reservations next to each other).
 fn alone<F: Flavour>(name: &str) {
     let q = F::new();
-    let timeout = calibrate(&q);
-    timed_out_waits(&format!("{name} alone"), &q, timeout, 1, 0);
-    timed_out_waits(&format!("{name} alone"), &q, timeout, 4, 0);
+    for op in [Op::Pop, Op::Transfer] {
+        let timeout = calibrate(&q, op);
+        timed_out_waits(&format!("{name} alone"), &q, op, timeout, 1, 0);
+        timed_out_waits(&format!("{name} alone"), &q, op, timeout, 4, 0);
+    }
+}
+
+/// (e) Timed-out transfers next to a stored value (queue: behind it, so the
+/// cancelled offers must be unlinked from the middle; stack: above it, so
+/// they are popped off the top).
+fn transfers_next_to_a_stored_value<F: Flavour>(name: &str) {
+    let q = F::new();
+    q.push(1).unwrap();
+    let timeout = calibrate(&q, Op::Transfer);
+    let label = format!("{name} next to a stored value");
+    timed_out_waits(&label, &q, Op::Transfer, timeout, 1, 0);
+    timed_out_waits(&label, &q, Op::Transfer, timeout, 4, 0);
+    assert_eq!(q.try_pop(), Ok(1));
 }
 
 /// (b) The waits next to a consumer blocked in `pop()` the whole time (queue:
@@ -260,11 +304,11 @@ fn next_to_a_blocked_waiter<F: Flavour>(name: &str) {
     while q.waiting_consumers() != 1 {
         thread::sleep(Duration::from_millis(1));
     }
-    let timeout = calibrate(&*q);
+    let timeout = calibrate(&*q, Op::Pop);
     // Checks, at the end, that the blocked waiter is still in line.
     let label = format!("{name} next to a blocked waiter");
-    timed_out_waits(&label, &*q, timeout, 1, 1);
-    timed_out_waits(&label, &*q, timeout, 4, 1);
+    timed_out_waits(&label, &*q, Op::Pop, timeout, 1, 1);
+    timed_out_waits(&label, &*q, Op::Pop, timeout, 4, 1);
     q.push(7).unwrap();
     assert_eq!(blocked.join().unwrap(), Ok(7));
     assert!(q.is_empty());
@@ -429,6 +473,7 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
 fn flat_memory_after_a_million_timed_out_waits() {
     fn scenarios<F: Flavour>(name: &str) {
         alone::<F>(name);
+        transfers_next_to_a_stored_value::<F>(name);
         next_to_a_blocked_waiter::<F>(name);
         dropped_with_cancelled_reservations::<F>(name);
         under_a_later_waiter::<F>(name);

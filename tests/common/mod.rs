@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dualq::{
-    DualQueue, DualStack, PopError, PopFuture, PopTimeoutError, PushError, Reservation, TryPopError,
+    DualQueue, DualStack, PopError, PopFuture, PopTimeoutError, PushError, Reservation,
+    TransferTimeoutError, TryPopError, TryTransferError,
 };
 
 /// How long a test waits for another thread to reach a state before it
@@ -54,6 +55,12 @@ pub trait Dual<T>: Structure + Default + std::fmt::Debug {
     fn pop_deadline(&self, deadline: Instant) -> Result<T, PopTimeoutError>;
     fn reserve(&self) -> Reservation<'_, T>;
     fn pop_async(&self) -> PopFuture<'_, T>;
+    fn transfer(&self, value: T) -> Result<(), PushError<T>>;
+    fn transfer_timeout(&self, value: T, timeout: Duration) -> Result<(), TransferTimeoutError<T>>;
+    fn transfer_deadline(&self, value: T, deadline: Instant)
+        -> Result<(), TransferTimeoutError<T>>;
+    fn try_transfer(&self, value: T) -> Result<(), TryTransferError<T>>;
+    fn waiting_producers(&self) -> usize;
 }
 
 macro_rules! forward_api {
@@ -97,6 +104,29 @@ macro_rules! forward_api {
             }
             fn pop_async(&self) -> PopFuture<'_, T> {
                 $ty::pop_async(self)
+            }
+            fn transfer(&self, value: T) -> Result<(), PushError<T>> {
+                $ty::transfer(self, value)
+            }
+            fn transfer_timeout(
+                &self,
+                value: T,
+                timeout: Duration,
+            ) -> Result<(), TransferTimeoutError<T>> {
+                $ty::transfer_timeout(self, value, timeout)
+            }
+            fn transfer_deadline(
+                &self,
+                value: T,
+                deadline: Instant,
+            ) -> Result<(), TransferTimeoutError<T>> {
+                $ty::transfer_deadline(self, value, deadline)
+            }
+            fn try_transfer(&self, value: T) -> Result<(), TryTransferError<T>> {
+                $ty::try_transfer(self, value)
+            }
+            fn waiting_producers(&self) -> usize {
+                $ty::waiting_producers(self)
             }
         }
     };
