@@ -93,3 +93,8 @@ pub use crate::error::{
 pub use crate::queue::DualQueue;
 pub use crate::reservation::{PopFuture, Reservation};
 pub use crate::stack::DualStack;
+
+// The README's Rust examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -17,6 +17,15 @@
 //! * `pop` on a queue of data moves `head` onto the first data node and takes
 //!   its value (that node becomes the dummy). Otherwise it appends a
 //!   reservation, unpins, and waits on the reservation's slot.
+//! * `transfer` behaves like `push`, except that on a queue of data (or an
+//!   empty one) it appends an *offer*: a data node whose producer waits on
+//!   its slot until a consumer takes the value. A consumer that finds an
+//!   offer first in line claims it in place, by one CAS `OFFERED -> TAKEN`
+//!   on the producer's slot ([`Slot::take_offer`]), then helps move `head`
+//!   onto it; a live offer is never passed by `head` nor unlinked, so it is
+//!   always where consumers look. A dead offer (taken, withdrawn on timeout,
+//!   closed) is passed by `head` or unlinked by a sweep like a cancelled
+//!   reservation. Values and offers are one FIFO sequence to consumers.
 //!
 //! # A node's `next` word
 //!
@@ -30,17 +39,17 @@
 //! A node leaves the list in exactly one of two ways, and whoever performs
 //! that step retires it (exactly once):
 //! 1. `head` moves past it (CAS on `head`; the winner retires the old dummy).
-//!    `head` moves only onto a datum or a dead reservation (fulfilled,
-//!    cancelled or closed), and only onto the very node the mover checked:
-//!    a waiting reservation never becomes the dummy, where no push would
-//!    find it;
-//! 2. a sweep unlinks a cancelled reservation `c` from its predecessor `p`
-//!    (CAS `p.next: c -> c.next`, the winner retires `c`). Nothing else is
-//!    ever unlinked.
+//!    `head` moves only onto a stored datum, a dead reservation (fulfilled,
+//!    cancelled or closed) or a dead offer (taken, cancelled or closed), and
+//!    only onto the very node the mover checked: a waiting reservation or a
+//!    live offer never becomes the dummy, where no push (pop) would find it;
+//! 2. a sweep unlinks a cancelled reservation or offer `c` from its
+//!    predecessor `p` (CAS `p.next: c -> c.next`, the winner retires `c`).
+//!    Nothing else is ever unlinked.
 //!
 //! Before either step the leaving node's `next` is frozen whenever its
-//! successor is a reservation (data nodes are never unlinked from the middle,
-//! so a dummy followed by data needs no freeze). The CAS in (2) expects an
+//! successor is a reservation or an offer (stored data are never unlinked
+//! from the middle, so a dummy followed by a stored datum needs no freeze). The CAS in (2) expects an
 //! unmarked `p.next`, so it fails if `p` is itself leaving; hence a successful
 //! unlink always removes `c` from the live list, and a removed node can never
 //! be re-linked. A sweep never unlinks the last or second-to-last node, so
@@ -75,11 +84,12 @@
 //! * `refs` is decremented with `Release`; the last owner's `Acquire` fence
 //!   orders every earlier access before the free.
 //!
-//! # Memory of a reservation
+//! # Memory of a reservation (and of an offer)
 //!
 //! A reservation node has two references: the list's (released by a deferred
 //! function when the node is retired) and the waiter's (released when the wait
-//! ends). The waiter holds no epoch guard while it waits; its reference keeps
+//! ends; for a [`Reservation`] handle, when the handle finishes or drops). An
+//! offer node likewise has the list's and its producer's. The waiter holds no epoch guard while it waits; its reference keeps
 //! the slot alive. A producer touches the slot only while pinned, when the
 //! list's reference is still held, so unparking after the `FULFILLED` store
 //! is safe even if the waiter has already returned and let go.

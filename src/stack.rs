@@ -19,6 +19,9 @@
 //! * `pop` on data pops the top node and takes its value. On reservations (or
 //!   on nothing) it pushes a reservation, unpins, and waits on its slot. So
 //!   values come out newest first, and a push serves the newest waiter.
+//! * `transfer` behaves like `push`, except that on data (or on nothing) it
+//!   pushes an *offer*: a data node whose producer waits on its slot until a
+//!   consumer takes the value (see "Offers" below).
 //!
 //! # Node states
 //!
@@ -32,9 +35,12 @@
 //! | reservation | `WAITING`              | none                          | anywhere in an all-reservation stack    | a helper of the fulfilling node over it (claim, `-> BUSY`); its waiter (cancel); `close` |
 //! | reservation | `BUSY`, `FULFILLED`    | being written / the waiter's  | only as `f.next` of the fulfilling node on top, until both are popped | the claimer writes the value; the winner of the `top` CAS that pops `f` retires both |
 //! | reservation | `CANCELLED`, `CLOSED`  | none                          | anywhere, until removed                 | popped off the top, unlinked from under `f`, or unspliced from its predecessor; the winner retires it. Under a sealed top they stay until the stack is dropped |
+//! | offer       | `OFFERED`              | the producer's                | anywhere in an all-data stack           | a consumer that saw it on top: claim, `-> TAKEN`; its producer (withdraw, `-> CANCELLED`); `close` (`-> CLOSED`) |
+//! | offer       | `TAKEN`, `CANCELLED`, `CLOSED` | moved out (to the consumer, or back to the producer) | anywhere, until it reaches the top | popped off the top (keeping a seal) by whoever meets it there; the winner retires it. Never unspliced from below |
 //!
-//! A reservation has two references (the stack's and its waiter's); data and
-//! fulfilling nodes have only the stack's.
+//! A reservation has two references (the stack's and its waiter's), an offer
+//! too (the stack's and its producer's); data and fulfilling nodes have only
+//! the stack's.
 //!
 //! # A reservation's `next` word
 //!
@@ -44,8 +50,8 @@
 //! | `n`                   | linked to `n` (a reservation: nothing but reservations lies under one) | the push; an unsplice of a dead `n'` (CAS from `n'`) |
 //! | `n` + `MARK` (frozen) | this node is leaving, or was dead and tried to; `next` never changes again | [`freeze`] |
 //!
-//! A data node's `next` is fixed at its push (nothing is ever removed from
-//! under a data node). A fulfilling node's `next` is never frozen; it changes
+//! A data node's (and an offer's) `next` is fixed at its push (nothing is
+//! ever removed from under a data node or an offer). A fulfilling node's `next` is never frozen; it changes
 //! only by unlinking a dead reservation (CAS from the dead node) and is final
 //! once the node is off the top (below).
 //!
@@ -78,6 +84,22 @@
 //! reads `x.next == y` from a node `x` it reached from `top` gets a `y` that
 //! was in the stack after `p` (when `x` left, `y` was its frozen or final
 //! successor, still in the stack), so `y` is not freed while it is pinned.
+//!
+//! # Offers
+//!
+//! A consumer that finds a live offer `o` on top claims it with one CAS
+//! `OFFERED -> TAKEN` on `o`'s slot ([`Slot::take_offer`]), then tries to pop
+//! `o` (dead now either way). The claim may land after `o` stopped being the
+//! top (a datum pushed over it meanwhile); the pop then linearizes at its
+//! load of `top` that showed `o` newest. That is sound because `o` stayed
+//! live from that load to the claim (a dead offer never comes back), and no
+//! other operation can observe `o` in between without either claiming it
+//! first (then our claim fails and we retry) or taking values pushed above
+//! it (which the order "our take, then those pushes" explains). A buried
+//! offer that dies stays until it reaches the top (popped by whoever meets
+//! it there: a push, a pop, or the producer's own clean-up after a
+//! timeout), so dead offers are bounded by the live nodes above them; a
+//! million timed-out transfers leave memory flat (`tests/memory.rs`).
 //!
 //! # Helping a fulfilling node
 //!
