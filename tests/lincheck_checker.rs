@@ -436,3 +436,146 @@ fn error_shows_the_history() {
     assert!(e.contains("... -> Ok(2)"), "{e}");
     assert!(e.contains("#2 cannot return Ok(2)"), "{e}");
 }
+
+// ---------------------------------------------------------------------------
+// Transfers (issue 6): an offer is a request mirrored; its value joins the
+// stored ones, and a consumer's take is the transfer's fulfilment.
+// ---------------------------------------------------------------------------
+
+use Op::{Transfer, TransferTimeout, TryTransfer};
+use Ret::{NoConsumer, Withdrawn};
+
+const X1: Op = TransferTimeout(7, Duration::from_millis(1));
+
+/// A transfer that waits, taken by a pop inside its interval; a timed one
+/// withdrawn; try_transfer with and without a consumer; close handing a
+/// waiting transfer its value back.
+#[test]
+fn transfers_accepted() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        let t = b.invoke(0, Transfer(1));
+        b.call(1, TryPop, Empty); // before the offer step
+        b.call(1, Pop, Value(1));
+        b.ret(t, Pushed);
+        b.call(0, X1, Withdrawn(7));
+        b.call(0, TryTransfer(2), NoConsumer(2));
+        let w = b.invoke(1, Pop);
+        b.waiting(w);
+        b.call(0, TryTransfer(3), Pushed);
+        b.ret(w, Value(3));
+        let t = b.invoke(0, Transfer(4));
+        b.call(1, Close, CloseReturned(true));
+        b.ret(t, Rejected(4));
+        b.call(0, X1, Rejected(7));
+        b.call(0, TryTransfer(5), Rejected(5));
+        accepts(kind, &b.build());
+    }
+}
+
+/// After the close, a waiting transfer may still be taken (until its
+/// producer learns of the close): accepted.
+#[test]
+fn transfer_taken_after_close_accepted() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        let t = b.invoke(0, Transfer(1));
+        b.call(1, Push(9), Pushed);
+        b.call(1, Close, CloseReturned(true));
+        let first = if kind == Queue { 9 } else { 1 };
+        b.call(1, TryPop, Value(first));
+        b.call(1, TryPop, Value(10 - first));
+        b.ret(t, Pushed);
+        accepts(kind, &b.build());
+    }
+}
+
+/// Offers and stored values are one FIFO sequence in the queue: push(1)
+/// completes, then transfer(2) waits; pops get 1 then 2. Getting 2 first
+/// would need the offer before the push, which completed first: rejected.
+/// (The stack may serve either: the first pop can precede the offer.)
+#[test]
+fn rejects_offer_out_of_order() {
+    for (kind, order, ok) in [
+        (Queue, [1, 2], true),
+        (Queue, [2, 1], false),
+        (Stack, [1, 2], true),
+        (Stack, [2, 1], true),
+    ] {
+        let mut b = Builder::new();
+        b.call(0, Push(1), Pushed);
+        let t = b.invoke(0, Transfer(2));
+        b.call(1, Pop, Value(order[0]));
+        b.call(1, Pop, Value(order[1]));
+        b.ret(t, Pushed);
+        if ok {
+            accepts(kind, &b.build());
+        } else {
+            rejects(kind, &b.build());
+        }
+    }
+}
+
+/// A transfer that returns Ok with no consumer taking its value, or whose
+/// value is taken only after it returned, is rejected.
+#[test]
+fn rejects_transfer_without_taker() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        b.call(0, Transfer(1), Pushed);
+        b.call(0, TryPop, Empty);
+        rejects(kind, &b.build());
+
+        let mut b = Builder::new();
+        b.call(0, Transfer(1), Pushed);
+        b.call(1, TryPop, Value(1));
+        rejects(kind, &b.build());
+        // Fixed: the pop overlaps the transfer.
+        let mut b = Builder::new();
+        let t = b.invoke(0, Transfer(1));
+        b.call(1, TryPop, Value(1));
+        b.ret(t, Pushed);
+        accepts(kind, &b.build());
+    }
+}
+
+/// A value both withdrawn (timed out) and taken: rejected.
+#[test]
+fn rejects_transfer_value_withdrawn_and_taken() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        let t = b.invoke(0, X1);
+        b.call(1, TryPop, Value(7));
+        b.ret(t, Withdrawn(7));
+        rejects(kind, &b.build());
+        // Fixed: the pop got nothing.
+        let mut b = Builder::new();
+        let t = b.invoke(0, X1);
+        b.call(1, TryPop, Empty);
+        b.ret(t, Withdrawn(7));
+        accepts(kind, &b.build());
+    }
+}
+
+/// try_transfer says NoConsumer while a consumer is provably waiting (marked
+/// before, served after): rejected. Closed(v) from a transfer on an open
+/// structure: rejected.
+#[test]
+fn rejects_transfer_false_failures() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        let w = b.invoke(1, Pop);
+        b.waiting(w);
+        b.call(0, TryTransfer(1), NoConsumer(1));
+        b.call(0, Push(2), Pushed);
+        b.ret(w, Value(2));
+        rejects(kind, &b.build());
+
+        let mut b = Builder::new();
+        b.call(0, Transfer(1), Rejected(1));
+        rejects(kind, &b.build());
+        let mut b = Builder::new();
+        b.call(0, X1, Rejected(7));
+        rejects(kind, &b.build());
+    }
+}

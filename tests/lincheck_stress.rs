@@ -4,9 +4,10 @@
 //!
 //! Each history: three worker threads run two to four random operations
 //! each (push, try_pop, pop_timeout with zero, tiny and short timeouts,
-//! blocking pop, close), starting together at a barrier. A blocking `pop`
-//! appears only in histories with a `close` that no blocking call precedes
-//! in its own thread, so no pop waits for ever. Workers also *watch* now
+//! blocking pop, close, try_transfer, transfer_timeout with tiny and short
+//! timeouts, blocking transfer), starting together at a barrier. A blocking
+//! `pop` or `transfer` appears only in histories with a `close` that no
+//! blocking call precedes in its own thread, so nothing waits for ever. Workers also *watch* now
 //! and then: when the waiting reservations they count match the pops in
 //! flight, those pops are marked as seen waiting, which lets the checker
 //! check the order waiters are served in (without marks a request is not
@@ -93,13 +94,17 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
             }
             let blocking_ok = closer.is_some() && close_at.map_or(true, |c| j > c);
             let value = (w as u64 + 1) * 100 + j as u64;
-            let op = match rng.below(20) {
+            let op = match rng.below(24) {
                 0..=7 => Op::Push(value),
                 8..=10 => Op::TryPop,
                 11..=12 => Op::PopTimeout(Duration::ZERO),
                 13..=14 => Op::PopTimeout(Duration::from_micros(1)),
                 15 => Op::PopTimeout(Duration::from_micros(50)),
                 16 if closer.is_some() => Op::Close,
+                17 => Op::TryTransfer(value),
+                18 => Op::TransferTimeout(value, Duration::from_micros(1)),
+                19 => Op::TransferTimeout(value, Duration::from_micros(50)),
+                20 if blocking_ok => Op::Transfer(value),
                 _ if blocking_ok => Op::Pop,
                 _ => Op::PopTimeout(Duration::from_micros(20)),
             };
@@ -311,6 +316,9 @@ fn op_kind(op: &Op) -> &'static str {
         Op::PopTimeout(d) if d.is_zero() => "pop_timeout(0)",
         Op::PopTimeout(_) => "pop_timeout",
         Op::Close => "close",
+        Op::Transfer(_) => "transfer",
+        Op::TransferTimeout(..) => "transfer_timeout",
+        Op::TryTransfer(_) => "try_transfer",
     }
 }
 
@@ -324,6 +332,8 @@ fn ret_kind(ret: &Ret) -> &'static str {
         Ret::Closed => "Closed",
         Ret::CloseReturned(true) => "true",
         Ret::CloseReturned(false) => "false",
+        Ret::Withdrawn(_) => "Withdrawn",
+        Ret::NoConsumer(_) => "NoConsumer",
     }
 }
 

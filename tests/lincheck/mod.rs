@@ -30,9 +30,22 @@
 //!   back.
 //! * `close` is one step: it sets `closed` (returning whether it was open)
 //!   and finishes every waiting request with `Closed`.
+//! * `transfer(v)` (and `transfer_timeout`) linearizes like a pop, mirrored:
+//!   open with waiters, it is one step, exactly a push's; open with none, it
+//!   makes an *offer* step (`v` joins the stored values, marked as this
+//!   transfer's offer), and finishes later by one of: a consumer's step
+//!   taking `v` (result: `Ok`), its own *withdraw* step (timed only; result:
+//!   `Timeout(v)`), or its own *closed* step, enabled once `closed` is set
+//!   (result: `Closed(v)`: `close` does not finish offers at once; a
+//!   consumer may still take a waiting offer after the close, until its
+//!   producer learns of the close). Closed from the start: one step,
+//!   `Closed(v)`.
+//! * `try_transfer(v)` is one step: a push's if a waiter exists (`Ok`),
+//!   else `NoConsumer(v)` while open, `Closed(v)` once closed.
 //!
-//! Values and requests are both FIFO in the queue and both LIFO in the
-//! stack. The structure never holds values and requests at once.
+//! Values (stored or offered) and requests are both FIFO in the queue and
+//! both LIFO in the stack. The structure never holds values and requests at
+//! once.
 //!
 //! # Histories
 //!
@@ -88,7 +101,9 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dualq::{DualQueue, DualStack, PopTimeoutError, TryPopError};
+use dualq::{
+    DualQueue, DualStack, PopTimeoutError, TransferTimeoutError, TryPopError, TryTransferError,
+};
 
 /// Which discipline the specification follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +122,9 @@ pub enum Op {
     TryPop,
     PopTimeout(Duration),
     Close,
+    Transfer(u64),
+    TransferTimeout(u64, Duration),
+    TryTransfer(u64),
 }
 
 /// An operation's result.
@@ -126,6 +144,10 @@ pub enum Ret {
     Closed,
     /// `close` returned this (whether this call closed it).
     CloseReturned(bool),
+    /// `transfer_timeout` timed out, handing back this value.
+    Withdrawn(u64),
+    /// `try_transfer` found no consumer, handing back this value.
+    NoConsumer(u64),
 }
 
 /// One completed operation as recorded: `invoked` and `returned` are tickets
@@ -216,6 +238,9 @@ fn op_name(op: &Op) -> String {
         Op::TryPop => "try_pop()".to_string(),
         Op::PopTimeout(d) => format!("pop_timeout({d:?})"),
         Op::Close => "close()".to_string(),
+        Op::Transfer(v) => format!("transfer({v})"),
+        Op::TransferTimeout(v, d) => format!("transfer_timeout({v}, {d:?})"),
+        Op::TryTransfer(v) => format!("try_transfer({v})"),
     }
 }
 
@@ -228,6 +253,8 @@ fn ret_name(ret: &Ret) -> String {
         Ret::Timeout => "Err(Timeout)".to_string(),
         Ret::Closed => "Err(Closed)".to_string(),
         Ret::CloseReturned(b) => format!("{b}"),
+        Ret::Withdrawn(v) => format!("Err(Timeout({v}))"),
+        Ret::NoConsumer(v) => format!("Err(NoConsumer({v}))"),
     }
 }
 
@@ -386,6 +413,22 @@ fn ret_of_try(r: Result<u64, TryPopError>) -> Ret {
     }
 }
 
+fn ret_of_transfer_timeout(r: Result<(), TransferTimeoutError<u64>>) -> Ret {
+    match r {
+        Ok(()) => Ret::Pushed,
+        Err(TransferTimeoutError::Timeout(v)) => Ret::Withdrawn(v),
+        Err(TransferTimeoutError::Closed(v)) => Ret::Rejected(v),
+    }
+}
+
+fn ret_of_try_transfer(r: Result<(), TryTransferError<u64>>) -> Ret {
+    match r {
+        Ok(()) => Ret::Pushed,
+        Err(TryTransferError::NoConsumer(v)) => Ret::NoConsumer(v),
+        Err(TryTransferError::Closed(v)) => Ret::Rejected(v),
+    }
+}
+
 fn ret_of_timeout(r: Result<u64, PopTimeoutError>) -> Ret {
     match r {
         Ok(v) => Ret::Value(v),
@@ -406,6 +449,11 @@ macro_rules! impl_dual {
                     Op::TryPop => ret_of_try(self.try_pop()),
                     Op::PopTimeout(d) => ret_of_timeout(self.pop_timeout(d)),
                     Op::Close => Ret::CloseReturned(self.close()),
+                    Op::Transfer(v) => ret_of_push(self.transfer(v)),
+                    Op::TransferTimeout(v, d) => {
+                        ret_of_transfer_timeout(self.transfer_timeout(v, d))
+                    }
+                    Op::TryTransfer(v) => ret_of_try_transfer(self.try_transfer(v)),
                 }
             }
             fn waiting(&self) -> usize {
@@ -432,11 +480,19 @@ enum Progress {
 /// The abstract state of a dual structure.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Spec {
-    /// Stored values, oldest first.
-    values: Vec<u64>,
+    /// Stored values and offers, oldest first.
+    values: Vec<Entry>,
     /// Waiting requests (operation indices), oldest first.
     waiters: Vec<usize>,
     closed: bool,
+}
+
+/// A value a consumer can take: stored, or offered by a waiting transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Entry {
+    value: u64,
+    /// The transfer (operation index) waiting for this value to be taken.
+    offer: Option<usize>,
 }
 
 /// One configuration of the search.
@@ -587,39 +643,80 @@ impl Search<'_> {
         };
         match c.progress[i] {
             Progress::Done { .. } => {}
-            Progress::Waiting => {
-                // Only a timed pop has a step of its own while waiting.
-                if matches!(call.op, Op::PopTimeout(_)) && call.ret == Ret::Timeout {
+            Progress::Waiting => match (call.op, call.ret) {
+                // A timed pop's cancel.
+                (Op::PopTimeout(_), Ret::Timeout) => with(&|n| {
+                    n.spec.waiters.retain(|&w| w != i);
+                    n.progress[i] = Progress::Done { requested: true };
+                }),
+                // A timed transfer's withdrawal, or any transfer learning of
+                // the close: its offer leaves, its value comes back.
+                (Op::Transfer(v) | Op::TransferTimeout(v, _), ret)
+                    if ret == Ret::Withdrawn(v) && matches!(call.op, Op::TransferTimeout(..))
+                        || ret == Ret::Rejected(v) && s.closed =>
+                {
                     with(&|n| {
-                        n.spec.waiters.retain(|&w| w != i);
+                        n.spec.values.retain(|e| e.offer != Some(i));
                         n.progress[i] = Progress::Done { requested: true };
-                    });
+                    })
                 }
-            }
+                _ => {}
+            },
             Progress::Idle => match (call.op, call.ret) {
-                (Op::Push(v), Ret::Pushed) if !s.closed => {
-                    if s.waiters.is_empty() {
+                (
+                    Op::Push(v) | Op::Transfer(v) | Op::TransferTimeout(v, _) | Op::TryTransfer(v),
+                    ret,
+                ) if !s.closed && !s.waiters.is_empty() && ret == Ret::Pushed => {
+                    // A waiter exists: every producer hands over, one step.
+                    let at = match self.kind {
+                        Kind::Queue => 0,
+                        Kind::Stack => s.waiters.len() - 1,
+                    };
+                    let w = s.waiters[at];
+                    if self.h.calls[w].ret == Ret::Value(v) {
                         with(&|n| {
-                            n.spec.values.push(v);
+                            n.spec.waiters.remove(at);
+                            n.progress[w] = Progress::Done { requested: true };
                             n.progress[i] = Progress::Done { requested: false };
                         });
-                    } else {
-                        let at = match self.kind {
-                            Kind::Queue => 0,
-                            Kind::Stack => s.waiters.len() - 1,
-                        };
-                        let w = s.waiters[at];
-                        if self.h.calls[w].ret == Ret::Value(v) {
-                            with(&|n| {
-                                n.spec.waiters.remove(at);
-                                n.progress[w] = Progress::Done { requested: true };
-                                n.progress[i] = Progress::Done { requested: false };
-                            });
-                        }
                     }
                 }
-                (Op::Push(v), Ret::Rejected(back)) if s.closed && v == back => {
+                (Op::Transfer(v) | Op::TransferTimeout(v, _), ret)
+                    if !s.closed
+                        && s.waiters.is_empty()
+                        && (ret == Ret::Pushed
+                            || ret == Ret::Rejected(v)
+                            || ret == Ret::Withdrawn(v)
+                                && matches!(call.op, Op::TransferTimeout(..))) =>
+                {
+                    // The offer step: the value joins the stored ones.
+                    with(&|n| {
+                        n.spec.values.push(Entry {
+                            value: v,
+                            offer: Some(i),
+                        });
+                        n.progress[i] = Progress::Waiting;
+                    });
+                }
+                (Op::TryTransfer(v), Ret::NoConsumer(back))
+                    if !s.closed && s.waiters.is_empty() && v == back =>
+                {
                     with(&|n| n.progress[i] = Progress::Done { requested: false });
+                }
+                (
+                    Op::Push(v) | Op::Transfer(v) | Op::TransferTimeout(v, _) | Op::TryTransfer(v),
+                    Ret::Rejected(back),
+                ) if s.closed && v == back => {
+                    with(&|n| n.progress[i] = Progress::Done { requested: false });
+                }
+                (Op::Push(v), Ret::Pushed) if !s.closed && s.waiters.is_empty() => {
+                    with(&|n| {
+                        n.spec.values.push(Entry {
+                            value: v,
+                            offer: None,
+                        });
+                        n.progress[i] = Progress::Done { requested: false };
+                    });
                 }
                 (Op::Close, Ret::CloseReturned(opened)) if opened != s.closed => {
                     let all_closed = s
@@ -642,13 +739,22 @@ impl Search<'_> {
                         Kind::Stack => s.values.last(),
                     };
                     match (front, ret) {
-                        (Some(&v), Ret::Value(got)) if v == got => with(&|n| {
-                            match self.kind {
-                                Kind::Queue => n.spec.values.remove(0),
-                                Kind::Stack => n.spec.values.pop().unwrap(),
-                            };
-                            n.progress[i] = Progress::Done { requested: false };
-                        }),
+                        (Some(&e), Ret::Value(got))
+                            if e.value == got
+                                && e.offer.map_or(true, |t| self.h.calls[t].ret == Ret::Pushed) =>
+                        {
+                            with(&|n| {
+                                match self.kind {
+                                    Kind::Queue => n.spec.values.remove(0),
+                                    Kind::Stack => n.spec.values.pop().unwrap(),
+                                };
+                                // Taking an offer is its transfer's fulfilment.
+                                if let Some(t) = e.offer {
+                                    n.progress[t] = Progress::Done { requested: true };
+                                }
+                                n.progress[i] = Progress::Done { requested: false };
+                            })
+                        }
                         (None, Ret::Closed) if s.closed => {
                             with(&|n| n.progress[i] = Progress::Done { requested: false })
                         }
