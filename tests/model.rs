@@ -17,7 +17,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{wait_for_waiters, wait_until, Dual, Flavour, Order, Structure};
-use dualq::{PopError, PopTimeoutError, PushError, TryPopError};
+use dualq::{
+    PopError, PopTimeoutError, PushError, Reservation, TransferTimeoutError, TryPopError,
+    TryTransferError,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -40,6 +43,21 @@ enum Op {
     IsEmpty,
     IsClosed,
     Waiting,
+    /// `reserve()`: a handle that takes a stored value at once or joins the
+    /// line of waiters (skipped when four handles are held).
+    Reserve,
+    /// `try_take()` on the k-th held handle (modulo the count).
+    TakeHandle(usize),
+    /// Drop the k-th held handle: cancels it, or gives its value back.
+    DropHandle(usize),
+    /// A blocking `transfer` on a new thread: waits as an offer when no
+    /// consumer waits (skipped when four producers already wait).
+    Producer(u32),
+    TryTransfer(u32),
+    /// A short real timeout: on an open structure with no consumer the
+    /// offer is linked, withdrawn, and the value comes back.
+    TransferTimeoutShort(u32),
+    WaitingProducers,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,27 +74,64 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::IsEmpty),
         1 => Just(Op::IsClosed),
         1 => Just(Op::Waiting),
+        2 => Just(Op::Reserve),
+        2 => any::<usize>().prop_map(Op::TakeHandle),
+        1 => any::<usize>().prop_map(Op::DropHandle),
+        2 => any::<u32>().prop_map(Op::Producer),
+        1 => any::<u32>().prop_map(Op::TryTransfer),
+        1 => any::<u32>().prop_map(Op::TransferTimeoutShort),
+        1 => Just(Op::WaitingProducers),
     ]
 }
 
 /// A consumer blocked in `pop` on its own thread.
-type Waiter = thread::JoinHandle<Result<u32, PopError>>;
+type WaiterThread = thread::JoinHandle<Result<u32, PopError>>;
+/// A producer blocked in `transfer` on its own thread.
+type ProducerThread = thread::JoinHandle<Result<(), PushError<u32>>>;
 
-/// The reference model: the stored values and the waiting consumers, each in
-/// arrival order, and the closed flag.
-struct Model {
+/// A waiting consumer: a blocked thread, or a held `Reservation` handle
+/// (by its id in [`Model::handles`]).
+enum Waiter {
+    Thread(WaiterThread),
+    Handle(u64),
+}
+
+/// What a held handle should hold, per the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holds {
+    /// In line, nothing yet.
+    Nothing,
+    /// A value (taken at `reserve`, or delivered by a push).
+    Value(u32),
+    /// Closed without a value.
+    Closed,
+}
+
+/// A value a pop can take: stored, or offered by a blocked producer.
+struct Entry {
+    value: u32,
+    producer: Option<ProducerThread>,
+}
+
+/// The reference model: the stored values and offers, the waiting
+/// consumers, each in arrival order, the held handles, and the closed flag.
+struct Model<'s> {
     order: Order,
-    values: VecDeque<u32>,
+    values: VecDeque<Entry>,
     waiters: VecDeque<Waiter>,
+    handles: Vec<(u64, Reservation<'s, u32>, Holds)>,
+    next_id: u64,
     closed: bool,
 }
 
-impl Model {
+impl<'s> Model<'s> {
     fn new(order: Order) -> Self {
         Model {
             order,
             values: VecDeque::new(),
             waiters: VecDeque::new(),
+            handles: Vec::new(),
+            next_id: 0,
             closed: false,
         }
     }
@@ -89,23 +144,78 @@ impl Model {
         }
     }
 
-    fn try_pop(&mut self) -> Result<u32, TryPopError> {
-        match Self::next(self.order, &mut self.values) {
+    /// The value a pop takes next; a producer whose offer it was must have
+    /// returned `Ok`.
+    fn take(&mut self) -> Result<Option<u32>, TestCaseError> {
+        let Some(entry) = Self::next(self.order, &mut self.values) else {
+            return Ok(None);
+        };
+        if let Some(producer) = entry.producer {
+            wait_until("the producer to return", || producer.is_finished());
+            prop_assert_eq!(producer.join().expect("producer panicked"), Ok(()));
+        }
+        Ok(Some(entry.value))
+    }
+
+    fn try_pop(&mut self) -> Result<Result<u32, TryPopError>, TestCaseError> {
+        Ok(match self.take()? {
             Some(v) => Ok(v),
             None if self.closed => Err(TryPopError::Closed),
             None => Err(TryPopError::Empty),
-        }
+        })
     }
 
-    fn pop_timeout(&mut self) -> Result<u32, PopTimeoutError> {
-        self.try_pop().map_err(|e| match e {
+    fn pop_timeout(&mut self) -> Result<Result<u32, PopTimeoutError>, TestCaseError> {
+        Ok(self.try_pop()?.map_err(|e| match e {
             TryPopError::Empty => PopTimeoutError::Timeout,
             TryPopError::Closed => PopTimeoutError::Closed,
-        })
+        }))
     }
 
     fn can_block(&self) -> bool {
         self.values.is_empty() && !self.closed
+    }
+
+    /// Whether a producer would hand over now (a consumer waits).
+    fn has_waiter(&self) -> bool {
+        !self.closed && !self.waiters.is_empty()
+    }
+
+    /// A push of `v` that the model says goes to a waiter (there is one):
+    /// checks that the right one got it.
+    fn serve(&mut self, v: u32, what: &str) -> Result<(), TestCaseError> {
+        match Self::next(self.order, &mut self.waiters).expect("a waiter") {
+            Waiter::Thread(w) => {
+                // Fail (rather than hang in join) if another waiter was served.
+                let others = |m: &Self| {
+                    m.waiters
+                        .iter()
+                        .any(|o| matches!(o, Waiter::Thread(o) if o.is_finished()))
+                };
+                wait_until("a waiter to be served", || w.is_finished() || others(self));
+                prop_assert!(w.is_finished(), "{} served the wrong waiter", what);
+                let served = w.join().expect("waiter panicked");
+                prop_assert_eq!(served, Ok(v), "{} served the wrong waiter", what);
+            }
+            Waiter::Handle(id) => {
+                let h = self.handles.iter_mut().find(|h| h.0 == id).expect("held");
+                h.2 = Holds::Value(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// A push of `v` in the model (after the real one succeeded).
+    fn push(&mut self, v: u32, what: &str) -> Result<(), TestCaseError> {
+        if self.waiters.is_empty() {
+            self.values.push_back(Entry {
+                value: v,
+                producer: None,
+            });
+            Ok(())
+        } else {
+            self.serve(v, what)
+        }
     }
 }
 
@@ -125,104 +235,173 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
     let _closer = CloseOnDrop(Arc::clone(&s));
     let mut m = Model::new(F::ORDER);
     for (i, op) in ops.iter().enumerate() {
+        let what = format!("step {i}: {op:?}");
         match op {
             Op::Push(v) => {
                 let got = s.push(*v);
                 if m.closed {
-                    prop_assert_eq!(got, Err(PushError(*v)), "step {}: {:?}", i, op);
-                } else if let Some(w) = Model::next(m.order, &mut m.waiters) {
-                    prop_assert_eq!(got, Ok(()), "step {}: {:?}", i, op);
-                    // Fail (rather than hang in join) if another waiter was served.
-                    wait_until("a waiter to be served", || {
-                        w.is_finished() || m.waiters.iter().any(|o| o.is_finished())
-                    });
-                    prop_assert!(
-                        w.is_finished(),
-                        "step {}: {:?} served the wrong waiter",
-                        i,
-                        op
-                    );
-                    let served = w.join().expect("waiter panicked");
-                    prop_assert_eq!(
-                        served,
-                        Ok(*v),
-                        "step {}: {:?} served the wrong waiter",
-                        i,
-                        op
-                    );
+                    prop_assert_eq!(got, Err(PushError(*v)), "{}", what);
                 } else {
-                    prop_assert_eq!(got, Ok(()), "step {}: {:?}", i, op);
-                    m.values.push_back(*v);
+                    prop_assert_eq!(got, Ok(()), "{}", what);
+                    m.push(*v, &what)?;
                 }
             }
-            Op::TryPop => prop_assert_eq!(s.try_pop(), m.try_pop(), "step {}: {:?}", i, op),
-            Op::PopTimeoutZero => prop_assert_eq!(
-                s.pop_timeout(Duration::ZERO),
-                m.pop_timeout(),
-                "step {}: {:?}",
-                i,
-                op
-            ),
+            Op::TryPop => prop_assert_eq!(s.try_pop(), m.try_pop()?, "{}", what),
+            Op::PopTimeoutZero => {
+                prop_assert_eq!(s.pop_timeout(Duration::ZERO), m.pop_timeout()?, "{}", what)
+            }
             Op::PopTimeoutShort => prop_assert_eq!(
                 s.pop_timeout(Duration::from_micros(20)),
-                m.pop_timeout(),
-                "step {}: {:?}",
-                i,
-                op
+                m.pop_timeout()?,
+                "{}",
+                what
             ),
             Op::PopDeadlinePast => {
                 let now = Instant::now();
                 let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
-                prop_assert_eq!(
-                    s.pop_deadline(past),
-                    m.pop_timeout(),
-                    "step {}: {:?}",
-                    i,
-                    op
-                )
+                prop_assert_eq!(s.pop_deadline(past), m.pop_timeout()?, "{}", what)
             }
             Op::Pop | Op::Waiter if !m.can_block() => {
-                let expected = m.try_pop().map_err(|_| PopError);
-                prop_assert_eq!(s.pop(), expected, "step {}: {:?} (as pop)", i, op);
+                // The real pop first: the model joins a producer whose offer
+                // it takes.
+                let got = s.pop();
+                let expected = m.try_pop()?.map_err(|_| PopError);
+                prop_assert_eq!(got, expected, "{} (as pop)", what);
             }
             Op::Pop => {
                 // Would wait for ever on this thread: fall back to try_pop.
-                prop_assert_eq!(
-                    s.try_pop(),
-                    m.try_pop(),
-                    "step {}: {:?} (as try_pop)",
-                    i,
-                    op
-                );
+                prop_assert_eq!(s.try_pop(), m.try_pop()?, "{} (as try_pop)", what);
             }
             Op::Waiter => {
                 if m.waiters.len() < 4 {
                     let s2 = Arc::clone(&s);
-                    m.waiters.push_back(thread::spawn(move || s2.pop()));
+                    m.waiters
+                        .push_back(Waiter::Thread(thread::spawn(move || s2.pop())));
                     wait_for_waiters(&s, m.waiters.len());
                 }
             }
             Op::Close => {
                 let first = !m.closed;
                 m.closed = true;
-                prop_assert_eq!(s.close(), first, "step {}: {:?}", i, op);
+                prop_assert_eq!(s.close(), first, "{}", what);
                 for w in m.waiters.drain(..) {
-                    prop_assert_eq!(w.join().expect("waiter panicked"), Err(PopError));
+                    match w {
+                        Waiter::Thread(w) => {
+                            prop_assert_eq!(w.join().expect("waiter panicked"), Err(PopError))
+                        }
+                        Waiter::Handle(id) => {
+                            let h = m.handles.iter_mut().find(|h| h.0 == id).expect("held");
+                            h.2 = Holds::Closed;
+                        }
+                    }
+                }
+                // Waiting producers get their values back.
+                let mut kept = VecDeque::new();
+                for e in m.values.drain(..) {
+                    match e.producer {
+                        Some(p) => prop_assert_eq!(
+                            p.join().expect("producer panicked"),
+                            Err(PushError(e.value)),
+                            "{}",
+                            what
+                        ),
+                        None => kept.push_back(e),
+                    }
+                }
+                m.values = kept;
+            }
+            Op::Len => prop_assert_eq!(s.len(), m.values.len(), "{}", what),
+            Op::IsEmpty => prop_assert_eq!(s.is_empty(), m.values.is_empty(), "{}", what),
+            Op::IsClosed => prop_assert_eq!(s.is_closed(), m.closed, "{}", what),
+            Op::Waiting => prop_assert_eq!(s.waiting_consumers(), m.waiters.len(), "{}", what),
+            Op::WaitingProducers => {
+                let producers = m.values.iter().filter(|e| e.producer.is_some()).count();
+                prop_assert_eq!(s.waiting_producers(), producers, "{}", what)
+            }
+            Op::Reserve => {
+                if m.handles.len() < 4 {
+                    let r = s.reserve();
+                    let id = m.next_id;
+                    m.next_id += 1;
+                    let holds = match m.take()? {
+                        Some(v) => Holds::Value(v),
+                        None if m.closed => Holds::Closed,
+                        None => {
+                            m.waiters.push_back(Waiter::Handle(id));
+                            Holds::Nothing
+                        }
+                    };
+                    m.handles.push((id, r, holds));
+                    prop_assert_eq!(s.waiting_consumers(), m.waiters.len(), "{}", what);
                 }
             }
-            Op::Len => prop_assert_eq!(s.len(), m.values.len(), "step {}: {:?}", i, op),
-            Op::IsEmpty => {
-                prop_assert_eq!(s.is_empty(), m.values.is_empty(), "step {}: {:?}", i, op)
+            Op::TakeHandle(k) if !m.handles.is_empty() => {
+                let at = k % m.handles.len();
+                let h = &mut m.handles[at];
+                let got = h.1.try_take();
+                match h.2 {
+                    Holds::Value(v) => {
+                        prop_assert_eq!(got, Some(v), "{}", what);
+                        drop(m.handles.remove(at)); // spent
+                    }
+                    Holds::Nothing | Holds::Closed => prop_assert_eq!(got, None, "{}", what),
+                }
             }
-            Op::IsClosed => prop_assert_eq!(s.is_closed(), m.closed, "step {}: {:?}", i, op),
-            Op::Waiting => {
-                prop_assert_eq!(
-                    s.waiting_consumers(),
-                    m.waiters.len(),
-                    "step {}: {:?}",
-                    i,
-                    op
-                )
+            Op::DropHandle(k) if !m.handles.is_empty() => {
+                let (id, r, holds) = m.handles.remove(k % m.handles.len());
+                drop(r);
+                match holds {
+                    Holds::Nothing => m
+                        .waiters
+                        .retain(|w| !matches!(w, Waiter::Handle(h) if *h == id)),
+                    // Given back with a push (refused once closed).
+                    Holds::Value(v) if !m.closed => m.push(v, &what)?,
+                    Holds::Value(_) | Holds::Closed => {}
+                }
+                prop_assert_eq!(s.waiting_consumers(), m.waiters.len(), "{}", what);
+            }
+            Op::TakeHandle(_) | Op::DropHandle(_) => {}
+            Op::Producer(v) => {
+                let producers = m.values.iter().filter(|e| e.producer.is_some()).count();
+                if m.has_waiter() {
+                    prop_assert_eq!(s.transfer(*v), Ok(()), "{}", what);
+                    m.serve(*v, &what)?;
+                } else if m.closed {
+                    prop_assert_eq!(s.transfer(*v), Err(PushError(*v)), "{}", what);
+                } else if producers < 4 {
+                    let (s2, v) = (Arc::clone(&s), *v);
+                    let p = thread::spawn(move || s2.transfer(v));
+                    wait_until("the producer to wait", || {
+                        s.waiting_producers() == producers + 1 || p.is_finished()
+                    });
+                    prop_assert!(!p.is_finished(), "{}: transfer returned untaken", what);
+                    m.values.push_back(Entry {
+                        value: v,
+                        producer: Some(p),
+                    });
+                }
+            }
+            Op::TryTransfer(v) => {
+                let got = s.try_transfer(*v);
+                if m.has_waiter() {
+                    prop_assert_eq!(got, Ok(()), "{}", what);
+                    m.serve(*v, &what)?;
+                } else if m.closed {
+                    prop_assert_eq!(got, Err(TryTransferError::Closed(*v)), "{}", what);
+                } else {
+                    prop_assert_eq!(got, Err(TryTransferError::NoConsumer(*v)), "{}", what);
+                }
+            }
+            Op::TransferTimeoutShort(v) => {
+                let got = s.transfer_timeout(*v, Duration::from_micros(20));
+                if m.has_waiter() {
+                    prop_assert_eq!(got, Ok(()), "{}", what);
+                    m.serve(*v, &what)?;
+                } else if m.closed {
+                    prop_assert_eq!(got, Err(TransferTimeoutError::Closed(*v)), "{}", what);
+                } else {
+                    prop_assert_eq!(got, Err(TransferTimeoutError::Timeout(*v)), "{}", what);
+                }
             }
         }
     }
@@ -231,12 +410,28 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
     prop_assert_eq!(s.len(), m.values.len());
     prop_assert_eq!(s.is_closed(), m.closed);
     prop_assert_eq!(s.waiting_consumers(), m.waiters.len());
-    let rest: Vec<u32> = std::iter::from_fn(|| s.try_pop().ok()).collect();
-    prop_assert_eq!(rest, m.order.served(Vec::from(m.values)));
+    let mut rest = Vec::new();
+    while let Ok(v) = s.try_pop() {
+        rest.push(v);
+    }
+    let mut expected = Vec::new();
+    while let Some(v) = m.take()? {
+        expected.push(v);
+    }
+    prop_assert_eq!(rest, expected);
     // Closing releases the remaining waiters.
     s.close();
-    for w in m.waiters {
-        prop_assert_eq!(w.join().expect("waiter panicked"), Err(PopError));
+    for w in m.waiters.drain(..) {
+        if let Waiter::Thread(w) = w {
+            prop_assert_eq!(w.join().expect("waiter panicked"), Err(PopError));
+        }
+    }
+    for (_, mut r, holds) in m.handles.drain(..) {
+        let expected = match holds {
+            Holds::Value(v) => Some(v),
+            Holds::Nothing | Holds::Closed => None,
+        };
+        prop_assert_eq!(r.try_take(), expected);
     }
     Ok(())
 }
@@ -300,6 +495,39 @@ fn model_fixed_sequence<F: Flavour>() {
         TryPop,
         PopTimeoutZero,
         Pop,
+        Len,
+    ];
+    check::<F>(&ops).unwrap();
+    // Handles and transfers.
+    let ops = [
+        Reserve,
+        Reserve,
+        Push(1),
+        TakeHandle(0),
+        TakeHandle(1),
+        Push(2),
+        DropHandle(0),
+        Waiting,
+        Len,
+        TryTransfer(3),
+        Producer(4),
+        Producer(5),
+        WaitingProducers,
+        Len,
+        Push(6),
+        TryPop,
+        Reserve,
+        TransferTimeoutShort(7),
+        Waiter,
+        TryTransfer(8),
+        Reserve,
+        Producer(9),
+        Close,
+        TakeHandle(0),
+        TryTransfer(10),
+        TransferTimeoutShort(11),
+        Producer(12),
+        TryPop,
         Len,
     ];
     check::<F>(&ops).unwrap();
