@@ -24,32 +24,49 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 mod common;
 
-use common::{contenders, threads_from_env, workloads};
+use common::{
+    contenders, rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads,
+    Contender, Workload,
+};
 
 fn handoff(c: &mut Criterion) {
     let threads = threads_from_env("DUALQ_BENCH_THREADS");
     for workload in workloads(&threads) {
-        let mut group = c.benchmark_group(workload.name());
-        for contender in contenders() {
-            if !(contender.supports)(&workload) {
-                continue;
-            }
-            group.bench_function(contender.name, |b| {
-                b.iter_custom(|ops| {
-                    let chunk = workload.full_ops();
-                    let mut left = ops;
-                    let mut total = Duration::ZERO;
-                    while left > 0 {
-                        let n = left.min(chunk);
-                        total += (contender.run)(&workload, n);
-                        left -= n;
-                    }
-                    total
-                });
-            });
-        }
-        group.finish();
+        group(c, workload.name(), &workload, contenders());
     }
+}
+
+/// The rendezvous rows of issue 6: `transfer` against zero-capacity
+/// channels (groups `rendezvous-spsc`, `rendezvous-mpmc-2x2`,
+/// `rendezvous-pingpong`).
+fn rendezvous(c: &mut Criterion) {
+    for workload in rendezvous_workloads() {
+        let name = format!("rendezvous-{}", workload.name());
+        group(c, name, &workload, rendezvous_contenders());
+    }
+}
+
+fn group(c: &mut Criterion, name: String, workload: &Workload, contenders: Vec<Contender>) {
+    let mut group = c.benchmark_group(name);
+    for contender in contenders {
+        if !(contender.supports)(workload) {
+            continue;
+        }
+        group.bench_function(contender.name, |b| {
+            b.iter_custom(|ops| {
+                let chunk = workload.full_ops();
+                let mut left = ops;
+                let mut total = Duration::ZERO;
+                while left > 0 {
+                    let n = left.min(chunk);
+                    total += (contender.run)(workload, n);
+                    left -= n;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {
@@ -58,6 +75,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = handoff
+    targets = handoff, rendezvous
 }
 criterion_main!(benches);

@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use common::{contenders, threads_from_env, workloads, OURS};
+use common::{
+    contenders, rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads,
+    Contender, Workload, OURS,
+};
 
 /// Counts live heap bytes, but only while `COUNTING` is set: an always-on
 /// shared counter would be a contended cache line in every allocation and
@@ -202,6 +205,32 @@ fn main() {
         .collect();
     COUNTING.store(false, Relaxed);
 
+    let mut rows = measure(&workloads, &contenders, rounds, scale);
+    rows.push(("mem (bytes/value)".into(), mem));
+    print_table(&contenders, &rows);
+
+    println!();
+    println!("rendezvous (the sender waits until a receiver took the value): dualq's `transfer`");
+    println!("against the peers' zero-capacity channels; ns per message, pingpong per round trip.");
+    println!();
+    let contenders = rendezvous_contenders();
+    let rows = measure(&rendezvous_workloads(), &contenders, rounds, scale);
+    print_table(&contenders, &rows);
+    println!();
+    println!(
+        "below 1.0 in the last two columns: that dualq structure leads the row. total {:.1} s",
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs every workload on every contender that supports it, `rounds` times,
+/// and returns one row per workload: its label and each contender's median.
+fn measure(
+    workloads: &[Workload],
+    contenders: &[Contender],
+    rounds: usize,
+    scale: f64,
+) -> Vec<(String, Vec<Option<f64>>)> {
     // samples[workload][contender]: ns per op of each round. Rounds are the
     // outer loop so a burst of machine noise spreads over all cells.
     let mut samples = vec![vec![Vec::new(); contenders.len()]; workloads.len()];
@@ -218,13 +247,12 @@ fn main() {
             }
         }
     }
-
-    let mut rows: Vec<(String, Vec<Option<f64>>)> = workloads
+    workloads
         .iter()
         .zip(samples)
         .map(|(workload, cells)| {
             let label = match workload {
-                common::Workload::PingPong => "pingpong (round trip)".to_owned(),
+                Workload::PingPong => "pingpong (round trip)".to_owned(),
                 _ => workload.name(),
             };
             let medians = cells
@@ -233,17 +261,19 @@ fn main() {
                 .collect();
             (label, medians)
         })
-        .collect();
-    rows.push(("mem (bytes/value)".into(), mem));
+        .collect()
+}
 
+/// Prints the rows, with each dualq structure's ratio to the best peer.
+fn print_table(contenders: &[Contender], rows: &[(String, Vec<Option<f64>>)]) {
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let col = |name: &str| name.len().max(9);
     print!("{:label_width$}", "workload");
-    for c in &contenders {
+    for c in contenders {
         print!("  {:>w$}", c.name, w = col(c.name));
     }
     println!("  {:>14}  {:>14}", "queue vs best", "stack vs best");
-    for (label, cells) in &rows {
+    for (label, cells) in rows {
         print!("{label:label_width$}");
         for (c, cell) in contenders.iter().zip(cells) {
             match cell {
@@ -261,9 +291,4 @@ fn main() {
         }
         println!();
     }
-    println!();
-    println!(
-        "below 1.0 in the last two columns: that dualq structure leads the row. total {:.1} s",
-        wall.elapsed().as_secs_f64()
-    );
 }

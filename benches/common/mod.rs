@@ -663,3 +663,215 @@ fn pool<Q: Queue>(threads: usize, tokens: usize, ops: u64) -> Duration {
     );
     elapsed
 }
+
+// ---------------------------------------------------------------------------
+// Rendezvous (issue 6): the sender waits until a receiver took the value.
+// dualq's `transfer` against the peers' zero-capacity channels.
+// ---------------------------------------------------------------------------
+
+/// A dualq structure as a rendezvous channel: `send` is `transfer`.
+macro_rules! dualq_rendezvous {
+    ($name:ident, $ty:ident, $label:literal) => {
+        pub struct $name;
+
+        impl Queue for $name {
+            const NAME: &'static str = $label;
+            const MULTI_CONSUMER: bool = true;
+            type Tx = Arc<$ty<u64>>;
+            type Rx = Arc<$ty<u64>>;
+
+            fn channel() -> (Self::Tx, Self::Rx) {
+                let s = Arc::new($ty::new());
+                (Arc::clone(&s), s)
+            }
+            fn send(tx: &Self::Tx, value: u64) {
+                tx.transfer(value).expect("transfer on an open structure");
+            }
+            fn recv(rx: &Self::Rx) -> Option<u64> {
+                rx.pop().ok()
+            }
+            fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+                Arc::clone(rx)
+            }
+            fn close(tx: Self::Tx) {
+                tx.close();
+            }
+        }
+    };
+}
+
+dualq_rendezvous!(DualRendezvous, DualQueue, "dualq");
+dualq_rendezvous!(DualStackRendezvous, DualStack, "dualq-stack");
+
+/// A peer's zero-capacity channel, by its constructor.
+macro_rules! zero_capacity {
+    ($name:ident, $label:literal, $tx:ty, $rx:ty, $make:expr, $multi:expr) => {
+        pub struct $name;
+
+        impl Queue for $name {
+            const NAME: &'static str = $label;
+            const MULTI_CONSUMER: bool = $multi;
+            type Tx = $tx;
+            type Rx = $rx;
+
+            fn channel() -> (Self::Tx, Self::Rx) {
+                $make
+            }
+            fn send(tx: &Self::Tx, value: u64) {
+                tx.send(value).expect("send on a connected channel");
+            }
+            fn recv(rx: &Self::Rx) -> Option<u64> {
+                rx.recv().ok()
+            }
+            fn clone_rx(rx: &Self::Rx) -> Self::Rx {
+                clone_rx_of(rx)
+            }
+            fn close(tx: Self::Tx) {
+                drop(tx);
+            }
+        }
+    };
+}
+
+/// Cloning a receiver, where the channel allows it.
+trait CloneRx {
+    fn clone_rx(&self) -> Self;
+}
+impl<T> CloneRx for crossbeam_channel::Receiver<T> {
+    fn clone_rx(&self) -> Self {
+        self.clone()
+    }
+}
+impl<T> CloneRx for flume::Receiver<T> {
+    fn clone_rx(&self) -> Self {
+        self.clone()
+    }
+}
+impl<T> CloneRx for kanal::Receiver<T> {
+    fn clone_rx(&self) -> Self {
+        self.clone()
+    }
+}
+impl<T> CloneRx for mpsc::Receiver<T> {
+    fn clone_rx(&self) -> Self {
+        unreachable!("std mpsc has a single consumer; MULTI_CONSUMER is false")
+    }
+}
+fn clone_rx_of<R: CloneRx>(rx: &R) -> R {
+    rx.clone_rx()
+}
+
+zero_capacity!(
+    CrossbeamZero,
+    "crossbeam(0)",
+    crossbeam_channel::Sender<u64>,
+    crossbeam_channel::Receiver<u64>,
+    crossbeam_channel::bounded(0),
+    true
+);
+zero_capacity!(
+    FlumeZero,
+    "flume(0)",
+    flume::Sender<u64>,
+    flume::Receiver<u64>,
+    flume::bounded(0),
+    true
+);
+zero_capacity!(
+    KanalZero,
+    "kanal(0)",
+    kanal::Sender<u64>,
+    kanal::Receiver<u64>,
+    kanal::bounded(0),
+    true
+);
+zero_capacity!(
+    StdSyncZero,
+    "std-sync(0)",
+    mpsc::SyncSender<u64>,
+    mpsc::Receiver<u64>,
+    mpsc::sync_channel(0),
+    false
+);
+
+/// The rendezvous workloads of issue 6: spsc, mpmc-2x2 and pingpong (run by
+/// [`rendezvous_run`]).
+pub fn rendezvous_workloads() -> Vec<Workload> {
+    vec![
+        Workload::Flow {
+            producers: 1,
+            consumers: 1,
+        },
+        Workload::Flow {
+            producers: 2,
+            consumers: 2,
+        },
+        Workload::PingPong,
+    ]
+}
+
+/// Runs a rendezvous workload: the flows as usual (every send waits for its
+/// receiver), pingpong as send-then-receive on each side (the buffered
+/// pingpong's initial send would wait for ever on a rendezvous).
+pub fn rendezvous_run<Q: Queue>(workload: &Workload, ops: u64) -> Duration {
+    match *workload {
+        Workload::PingPong => rendezvous_pingpong::<Q>(ops),
+        _ => workload.run::<Q>(ops),
+    }
+}
+
+/// `n` round trips: A sends `i` to B through `a`, B answers `i + 1` through
+/// `b`; A checks every answer.
+fn rendezvous_pingpong<Q: Queue>(n: u64) -> Duration {
+    let (tx_a, rx_a) = Q::channel();
+    let (tx_b, rx_b) = Q::channel();
+    let jobs: Vec<Box<dyn FnOnce() -> u64 + Send>> = vec![
+        Box::new(move || {
+            let mut checked = 0;
+            for i in 0..n {
+                Q::send(&tx_a, i);
+                let answer = Q::recv(&rx_b).expect("pingpong: b closed early");
+                assert_eq!(answer, i + 1, "{}: pingpong got a wrong answer", Q::NAME);
+                checked += 1;
+            }
+            checked
+        }),
+        Box::new(move || {
+            for _ in 0..n {
+                let v = Q::recv(&rx_a).expect("pingpong: a closed early");
+                Q::send(&tx_b, v + 1);
+            }
+            0
+        }),
+    ];
+    let (elapsed, results) = timed(jobs, 2, || ());
+    assert_eq!(
+        results.iter().sum::<u64>(),
+        n,
+        "{}: pingpong round trips",
+        Q::NAME
+    );
+    elapsed
+}
+
+fn rendezvous_contender<Q: Queue>() -> Contender {
+    Contender {
+        name: Q::NAME,
+        supports: |w| w.supports::<Q>(),
+        run: |w, ops| rendezvous_run::<Q>(w, ops),
+        mem: |_, _| unreachable!("a rendezvous stores nothing: no mem row"),
+    }
+}
+
+/// dualq's structures first (the first [`OURS`]), then the peers'
+/// zero-capacity channels.
+pub fn rendezvous_contenders() -> Vec<Contender> {
+    vec![
+        rendezvous_contender::<DualRendezvous>(),
+        rendezvous_contender::<DualStackRendezvous>(),
+        rendezvous_contender::<CrossbeamZero>(),
+        rendezvous_contender::<FlumeZero>(),
+        rendezvous_contender::<KanalZero>(),
+        rendezvous_contender::<StdSyncZero>(),
+    ]
+}
