@@ -44,6 +44,9 @@ pub trait Queue: 'static {
 /// handles going away). One macro for both, so they are measured alike.
 macro_rules! dualq_contender {
     ($(#[$doc:meta])* $name:ident, $ty:ident, $label:literal) => {
+        dualq_contender!($(#[$doc])* $name, $ty, $label, push);
+    };
+    ($(#[$doc:meta])* $name:ident, $ty:ident, $label:literal, $send:ident) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -58,7 +61,7 @@ macro_rules! dualq_contender {
                 (Arc::clone(&s), s)
             }
             fn send(tx: &Self::Tx, value: u64) {
-                tx.push(value).expect("push on an open structure");
+                tx.$send(value).expect("send on an open structure");
             }
             fn recv(rx: &Self::Rx) -> Option<u64> {
                 rx.pop().ok()
@@ -669,39 +672,14 @@ fn pool<Q: Queue>(threads: usize, tokens: usize, ops: u64) -> Duration {
 // dualq's `transfer` against the peers' zero-capacity channels.
 // ---------------------------------------------------------------------------
 
-/// A dualq structure as a rendezvous channel: `send` is `transfer`.
-macro_rules! dualq_rendezvous {
-    ($name:ident, $ty:ident, $label:literal) => {
-        pub struct $name;
-
-        impl Queue for $name {
-            const NAME: &'static str = $label;
-            const MULTI_CONSUMER: bool = true;
-            type Tx = Arc<$ty<u64>>;
-            type Rx = Arc<$ty<u64>>;
-
-            fn channel() -> (Self::Tx, Self::Rx) {
-                let s = Arc::new($ty::new());
-                (Arc::clone(&s), s)
-            }
-            fn send(tx: &Self::Tx, value: u64) {
-                tx.transfer(value).expect("transfer on an open structure");
-            }
-            fn recv(rx: &Self::Rx) -> Option<u64> {
-                rx.pop().ok()
-            }
-            fn clone_rx(rx: &Self::Rx) -> Self::Rx {
-                Arc::clone(rx)
-            }
-            fn close(tx: Self::Tx) {
-                tx.close();
-            }
-        }
-    };
-}
-
-dualq_rendezvous!(DualRendezvous, DualQueue, "dualq");
-dualq_rendezvous!(DualStackRendezvous, DualStack, "dualq-stack");
+dualq_contender!(
+    /// The dual queue as a rendezvous: `send` is `transfer`.
+    DualRendezvous, DualQueue, "dualq", transfer
+);
+dualq_contender!(
+    /// The dual stack as a rendezvous: `send` is `transfer`.
+    DualStackRendezvous, DualStack, "dualq-stack", transfer
+);
 
 /// A peer's zero-capacity channel, by its constructor.
 macro_rules! zero_capacity {
