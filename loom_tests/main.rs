@@ -220,6 +220,8 @@ mod stack;
 
 mod reservation;
 
+mod transfer;
+
 #[path = "../tests/lincheck/mod.rs"]
 mod lincheck;
 
