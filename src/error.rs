@@ -93,6 +93,14 @@ impl TryPopError {
     pub fn is_closed(&self) -> bool {
         matches!(self, TryPopError::Closed)
     }
+
+    /// What a timed pop whose deadline had already passed reports.
+    pub(crate) fn into_timeout(self) -> PopTimeoutError {
+        match self {
+            TryPopError::Empty => PopTimeoutError::Timeout,
+            TryPopError::Closed => PopTimeoutError::Closed,
+        }
+    }
 }
 
 impl fmt::Display for TryPopError {
@@ -268,6 +276,14 @@ impl<T> TryTransferError<T> {
     /// Returns `true` for [`TryTransferError::Closed`].
     pub fn is_closed(&self) -> bool {
         matches!(self, TryTransferError::Closed(_))
+    }
+
+    /// What a timed transfer whose deadline had already passed reports.
+    pub(crate) fn into_timeout(self) -> TransferTimeoutError<T> {
+        match self {
+            TryTransferError::NoConsumer(value) => TransferTimeoutError::Timeout(value),
+            TryTransferError::Closed(value) => TransferTimeoutError::Closed(value),
+        }
     }
 }
 

@@ -39,20 +39,20 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::error::{PopError, PopTimeoutError};
-use crate::slot::{Slot, WaitOutcome};
+use crate::error::{PopError, PopTimeoutError, TransferTimeoutError};
+use crate::slot::{OfferOutcome, Slot, WaitOutcome};
 
 /// What a structure does for the reservations it hands out.
 pub(crate) trait Line<T> {
     /// Takes a stored value, or links a reservation, or reports closed.
     fn reserve(&self) -> Reservation<'_, T>;
 
-    /// Removes dead reservations after an owner's cancel won (the queue's
-    /// sweep, the stack's clean), so timed-out and dropped handles leave
-    /// memory flat.
+    /// Removes dead reservations and offers after an owner's cancel won
+    /// (the queue's sweep, the stack's clean), so timed-out and dropped
+    /// handles and timed-out transfers leave memory flat.
     fn remove_cancelled(&self);
 
-    /// Drops the owner's reference to a reservation node.
+    /// Drops the owner's reference to a reservation (or offer) node.
     ///
     /// # Safety
     ///
@@ -63,6 +63,37 @@ pub(crate) trait Line<T> {
     /// Gives back a value that was delivered to a dropped handle: a push.
     /// A closed structure refuses it (`Err(value)`).
     fn give_back(&self, value: T) -> Result<(), T>;
+}
+
+/// A producer's wait on the offer it linked (the shared tail of both
+/// structures' `transfer`): until a consumer takes it, the structure closes,
+/// or `deadline` passes and the withdrawal wins (then dead offers are
+/// removed). Releases the producer's reference.
+///
+/// # Safety
+///
+/// `node` is an offer node of `line` that the caller linked, whose
+/// producer's reference is handed over; `slot` is its slot.
+pub(crate) unsafe fn wait_for_taker<T>(
+    line: &dyn Line<T>,
+    node: NonNull<()>,
+    slot: NonNull<Slot<T>>,
+    deadline: Option<Instant>,
+    spin: bool,
+) -> Result<(), TransferTimeoutError<T>> {
+    // SAFETY: the producer's reference keeps the slot alive; we are its
+    // producer and wait on it once.
+    let result = match unsafe { slot.as_ref().wait_offer(deadline, spin) } {
+        OfferOutcome::Taken => Ok(()),
+        OfferOutcome::Closed(value) => Err(TransferTimeoutError::Closed(value)),
+        OfferOutcome::Cancelled(value) => {
+            line.remove_cancelled();
+            Err(TransferTimeoutError::Timeout(value))
+        }
+    };
+    // SAFETY: the wait is over; this is the producer's reference.
+    unsafe { line.release(node) };
+    result
 }
 
 enum State<T> {

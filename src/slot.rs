@@ -160,11 +160,12 @@ enum Look<T> {
     Waiting,
 }
 
-/// One element of a dual structure: a datum or a reservation.
+/// One element of a dual structure: a datum, a reservation or an offer.
 pub(crate) struct Slot<T> {
     state: AtomicUsize,
-    /// Initialised in `DATA` (until taken) and `FULFILLED` (until the waiter
-    /// takes it); see the state table.
+    /// Initialised in `DATA` (until taken), `FULFILLED` (until the waiter
+    /// takes it), and in an offer until a consumer or its producer moves it
+    /// out; see the state tables.
     value: UnsafeCell<MaybeUninit<T>>,
     /// Who to wake when a reservation or an offer completes (unused by
     /// data).
@@ -522,8 +523,9 @@ impl<T> Slot<T> {
     /// moved out here.
     unsafe fn offer_outcome(&self) -> Option<OfferOutcome<T>> {
         debug_assert!(self.is_offer());
-        // Acquire: pairs with the CAS that ended the offer (a consumer's
-        // take or `close`'s Release CAS).
+        // Acquire: pairs with `close_waiting`'s Release CAS, so a producer
+        // told "closed" sees the structure's closed flag. (A consumer's take
+        // is Relaxed and publishes nothing: see `take_offer`.)
         match self.state.load(Ordering::Acquire) {
             OFFERED => None,
             TAKEN => Some(OfferOutcome::Taken),
@@ -542,7 +544,7 @@ impl<T> Slot<T> {
     ///
     /// As [`offer_outcome`](Self::offer_outcome).
     pub(crate) unsafe fn withdraw(&self) -> OfferOutcome<T> {
-        // Acquire on failure: pairs with the CAS that ended the offer.
+        // Acquire on failure: as in `offer_outcome`.
         match self
             .state
             .compare_exchange(OFFERED, CANCELLED, Ordering::Relaxed, Ordering::Acquire)

@@ -186,8 +186,8 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{Line, PopFuture, Reservation};
-use crate::slot::{OfferOutcome, Put, Slot};
+use crate::reservation::{wait_for_taker, Line, PopFuture, Reservation};
+use crate::slot::{Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 
@@ -814,10 +814,9 @@ impl<T> DualStack<T> {
         deadline: Option<Instant>,
     ) -> Result<(), TransferTimeoutError<T>> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return self.try_transfer(value).map_err(|e| match e {
-                TryTransferError::NoConsumer(value) => TransferTimeoutError::Timeout(value),
-                TryTransferError::Closed(value) => TransferTimeoutError::Closed(value),
-            });
+            return self
+                .try_transfer(value)
+                .map_err(TryTransferError::into_timeout);
         }
         let node = match self.put(value, Put::Offer) {
             Placed::Done => return Ok(()),
@@ -825,21 +824,13 @@ impl<T> DualStack<T> {
             Placed::NoConsumer(_) => unreachable!("an offer is pushed instead"),
             Placed::Offered(node) => node,
         };
-        // SAFETY: we hold the producer's reference to the pushed offer.
-        let slot = unsafe { &(*node).slot };
-        // SAFETY: we are the offer's producer and wait on it once. Spin
-        // first: a new offer is the top, taken next.
-        let result = match unsafe { slot.wait_offer(deadline, true) } {
-            OfferOutcome::Taken => Ok(()),
-            OfferOutcome::Closed(value) => Err(TransferTimeoutError::Closed(value)),
-            OfferOutcome::Cancelled(value) => {
-                self.clean(&epoch::pin());
-                Err(TransferTimeoutError::Timeout(value))
-            }
-        };
-        // SAFETY: the wait is over; this is the producer's reference.
-        unsafe { Node::release(node) };
-        result
+        // SAFETY: a pushed node is not null.
+        let node = unsafe { NonNull::new_unchecked(node.cast_mut()) };
+        // SAFETY: we hold the producer's reference: the node is alive.
+        let slot = NonNull::from(unsafe { &node.as_ref().slot });
+        // SAFETY: a pushed offer node of this stack; the producer's reference
+        // is handed over. Spin first: a new offer is the top, taken next.
+        unsafe { wait_for_taker(self, node.cast(), slot, deadline, true) }
     }
 
     /// The number of producers waiting in [`transfer`](Self::transfer)
@@ -994,10 +985,7 @@ impl<T> DualStack<T> {
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return self.try_pop().map_err(|e| match e {
-                TryPopError::Empty => PopTimeoutError::Timeout,
-                TryPopError::Closed => PopTimeoutError::Closed,
-            });
+            return self.try_pop().map_err(TryPopError::into_timeout);
         }
         self.reserve().wait_until(deadline)
     }
