@@ -79,6 +79,7 @@ fn run_once<D>(name: &str, scenario: Scenario) -> String
 where
     D: Dual + Default + Send + Sync + 'static,
 {
+    assert_main_never_waits(name, scenario);
     let target = Arc::new(D::default());
     let rec = std::sync::Arc::new(Recorder::new());
     let done: Vec<Arc<AtomicBool>> = scenario
@@ -162,6 +163,44 @@ where
         panic!("loom model {name}: {e}");
     }
     outcome
+}
+
+/// The main thread joins the spawned threads, so it must never be a waiter
+/// that another thread could wake: a producer may `unpark` a registered
+/// waiter after the waiter took its value and moved on (harmless on real
+/// threads, where `park` allows spurious wake-ups), and loom's `join` takes
+/// such a stray token for a broken wake-up (`assert!(state.notified)` in
+/// loom's `notify.rs`). That is how `lin_stack_push_push_pop` once failed
+/// inside loom. So the main thread waits as a consumer (a timed pop
+/// registers too) only if no spawned thread pushes, transfers or closes,
+/// and as a producer only if none pops or closes; otherwise the operation
+/// must run on a spawned thread, which never joins.
+fn assert_main_never_waits(name: &str, scenario: Scenario) {
+    let others = || scenario.threads.iter().flat_map(|ops| ops.iter());
+    let wakes_consumers = |op: &Op| {
+        matches!(
+            op,
+            Op::Push(_)
+                | Op::Close
+                | Op::Transfer(_)
+                | Op::TransferTimeout(..)
+                | Op::TryTransfer(_)
+        )
+    };
+    let wakes_producers =
+        |op: &Op| matches!(op, Op::Pop | Op::PopTimeout(_) | Op::TryPop | Op::Close);
+    for step in scenario.main {
+        let Step::Run(op) = step else { continue };
+        let woken = match op {
+            Op::Pop | Op::PopTimeout(_) => others().any(wakes_consumers),
+            Op::Transfer(_) | Op::TransferTimeout(..) => others().any(wakes_producers),
+            _ => false,
+        };
+        assert!(
+            !woken,
+            "loom model {name}: the main thread (which joins) may be woken after {op:?}; spawn it"
+        );
+    }
 }
 
 // ---- the scenarios, shared by both structures ----
@@ -288,10 +327,12 @@ pub const WAITER_TIMEOUT_PUSHES: Scenario = Scenario {
     threads: &[&[Pop], &[PT]],
 };
 
-/// push ‖ push ‖ pop: helping (the stack's fulfilling node).
+/// push ‖ push ‖ pop: helping (the stack's fulfilling node). The pop runs
+/// on a spawned thread: it may wait, and the main thread joins
+/// (`assert_main_never_waits`).
 pub const PUSH_PUSH_POP: Scenario = Scenario {
-    main: &[Spawn(1), Spawn(2), Run(Pop), Join, Run(TryPop)],
-    threads: &[&[Push(1)], &[Push(2)]],
+    main: &[Spawn(1), Spawn(2), Spawn(3), Join, Run(TryPop)],
+    threads: &[&[Push(1)], &[Push(2)], &[Pop]],
 };
 
 /// A waiter seen waiting, then push ‖ push: the second push may meet the

@@ -21,7 +21,7 @@ impl Wake for Unpark {
 
 /// A minimal executor over loom's park: a lost wake-up parks for good,
 /// which loom reports as a deadlock.
-fn block_on<F: Future>(future: F) -> F::Output {
+pub(super) fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);

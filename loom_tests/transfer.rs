@@ -12,9 +12,13 @@
 //! 2,678,641 (queue, 186 s) and 1,075,871 (stack, 75 s); all passed.
 
 use super::model;
+use super::reservation::block_on;
 use dualq::{DualQueue, DualStack, PopTimeoutError, PushError, TransferTimeoutError, TryPopError};
 use loom::sync::Arc;
 use loom::thread;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 macro_rules! transfer_models {
@@ -129,6 +133,90 @@ macro_rules! transfer_models {
                             (Err(PushError(4)), Err(_)) => {}
                             other => panic!("value lost or duplicated: {other:?}"),
                         }
+                    },
+                );
+            }
+
+            /// transfer_async ‖ a consumer that only tries: the take (at
+            /// any point of the future's offer, register and re-check)
+            /// always wakes the producer's task, which then completes.
+            #[test]
+            fn transfer_async_races_try_pop() {
+                model(
+                    concat!(stringify!($module), "_transfer_async_races_try_pop"),
+                    3,
+                    || {
+                        let q = Arc::new($ty::new());
+                        let producer = {
+                            let q = q.clone();
+                            thread::spawn(move || block_on(q.transfer_async(5)))
+                        };
+                        // The main thread only tries: it never waits.
+                        let got = loop {
+                            match q.try_pop() {
+                                Ok(v) => break v,
+                                Err(_) => thread::yield_now(),
+                            }
+                        };
+                        assert_eq!(got, 5);
+                        assert_eq!(producer.join().unwrap(), Ok(()));
+                        assert_eq!(q.waiting_producers(), 0);
+                    },
+                );
+            }
+
+            /// A pending transfer future withdrawn while a consumer tries to
+            /// take its offer: the value is taken once or comes back, never
+            /// both, never neither.
+            #[test]
+            fn transfer_future_withdraw_races_try_pop() {
+                model(
+                    concat!(
+                        stringify!($module),
+                        "_transfer_future_withdraw_races_try_pop"
+                    ),
+                    3,
+                    || {
+                        let q = Arc::new($ty::new());
+                        let producer = {
+                            let q = q.clone();
+                            thread::spawn(move || {
+                                let mut future = q.transfer_async(6);
+                                let mut cx = Context::from_waker(Waker::noop());
+                                match Pin::new(&mut future).poll(&mut cx) {
+                                    // Taken between the offer and its look.
+                                    Poll::Ready(sent) => sent.map_err(PushError::into_inner),
+                                    Poll::Pending => future.withdraw(),
+                                }
+                            })
+                        };
+                        let got = q.try_pop();
+                        match (got, producer.join().unwrap()) {
+                            (Ok(6), Ok(())) | (Err(TryPopError::Empty), Err(6)) => {}
+                            other => panic!("value lost or duplicated: {other:?}"),
+                        }
+                        assert_eq!(q.try_pop(), Err(TryPopError::Empty));
+                        assert_eq!(q.waiting_producers(), 0);
+                    },
+                );
+            }
+
+            /// close racing a transfer future: it is woken and gets its
+            /// value back.
+            #[test]
+            fn transfer_async_races_close() {
+                model(
+                    concat!(stringify!($module), "_transfer_async_races_close"),
+                    3,
+                    || {
+                        let q = Arc::new($ty::new());
+                        let producer = {
+                            let q = q.clone();
+                            thread::spawn(move || block_on(q.transfer_async(7)))
+                        };
+                        assert!(q.close());
+                        assert_eq!(producer.join().unwrap(), Err(PushError(7)));
+                        assert_eq!(q.waiting_producers(), 0);
                     },
                 );
             }

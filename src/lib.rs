@@ -85,6 +85,7 @@ mod reservation;
 mod slot;
 mod stack;
 mod sync;
+mod transfer;
 mod waiter;
 
 pub use crate::error::{
@@ -93,6 +94,7 @@ pub use crate::error::{
 pub use crate::queue::DualQueue;
 pub use crate::reservation::{PopFuture, Reservation};
 pub use crate::stack::DualStack;
+pub use crate::transfer::TransferFuture;
 
 // The README's Rust examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,5 +1,6 @@
 //! [`Reservation`]: a consumer's place in line, as a value; and
-//! [`PopFuture`], the async consumer built on it.
+//! [`PopFuture`], the async consumer built on it. (The producer's side of a
+//! rendezvous is in [`crate::transfer`].)
 //!
 //! A dual structure's blocking pop is two steps (Scherer & Scott): the
 //! *request* (a reservation is linked: its place among the waiters is fixed)
@@ -39,8 +40,9 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::error::{PopError, PopTimeoutError, TransferTimeoutError};
-use crate::slot::{OfferOutcome, Slot, WaitOutcome};
+use crate::error::{PopError, PopTimeoutError};
+use crate::slot::{Slot, WaitOutcome};
+use crate::transfer::Offered;
 
 /// What a structure does for the reservations it hands out.
 pub(crate) trait Line<T> {
@@ -63,37 +65,11 @@ pub(crate) trait Line<T> {
     /// Gives back a value that was delivered to a dropped handle: a push.
     /// A closed structure refuses it (`Err(value)`).
     fn give_back(&self, value: T) -> Result<(), T>;
-}
 
-/// A producer's wait on the offer it linked (the shared tail of both
-/// structures' `transfer`): until a consumer takes it, the structure closes,
-/// or `deadline` passes and the withdrawal wins (then dead offers are
-/// removed). Releases the producer's reference.
-///
-/// # Safety
-///
-/// `node` is an offer node of `line` that the caller linked, whose
-/// producer's reference is handed over; `slot` is its slot.
-pub(crate) unsafe fn wait_for_taker<T>(
-    line: &dyn Line<T>,
-    node: NonNull<()>,
-    slot: NonNull<Slot<T>>,
-    deadline: Option<Instant>,
-    spin: bool,
-) -> Result<(), TransferTimeoutError<T>> {
-    // SAFETY: the producer's reference keeps the slot alive; we are its
-    // producer and wait on it once.
-    let result = match unsafe { slot.as_ref().wait_offer(deadline, spin) } {
-        OfferOutcome::Taken => Ok(()),
-        OfferOutcome::Closed(value) => Err(TransferTimeoutError::Closed(value)),
-        OfferOutcome::Cancelled(value) => {
-            line.remove_cancelled();
-            Err(TransferTimeoutError::Timeout(value))
-        }
-    };
-    // SAFETY: the wait is over; this is the producer's reference.
-    unsafe { line.release(node) };
-    result
+    /// A transfer's first step: hands `value` to a waiting consumer, or
+    /// links an offer (the caller then holds its producer's reference), or
+    /// reports closed.
+    fn offer(&self, value: T) -> Offered<T>;
 }
 
 enum State<T> {

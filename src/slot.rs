@@ -449,18 +449,9 @@ impl<T> Slot<T> {
     /// As [`look`](Self::look): only the owner, and never again after
     /// `Ready`.
     pub(crate) unsafe fn poll_take(&self, cx: &mut Context<'_>) -> Poll<WaitOutcome<T>> {
-        // SAFETY (both looks): the caller's contract is look's; the first
-        // look returned no outcome, so the second may.
-        if let Some(outcome) = unsafe { self.try_take() } {
-            return Poll::Ready(outcome);
-        }
-        self.waiter.register(Waiter::Task(cx.waker().clone()));
-        // Re-check after registering: a completion before the registration
-        // did not see it (module docs).
-        match unsafe { self.try_take() } {
-            Some(outcome) => Poll::Ready(outcome),
-            None => Poll::Pending,
-        }
+        // SAFETY: the caller's contract; `poll_with` stops calling the look
+        // after its first final outcome.
+        self.poll_with(cx, || unsafe { self.try_take() })
     }
 
     /// The owner's cancel (a timeout, or a dropped handle): CAS `WAITING ->
@@ -578,6 +569,19 @@ impl<T> Slot<T> {
         )
     }
 
+    /// The producer's async look at its offer: ready once it is final;
+    /// otherwise registers the task's waker and re-checks (module docs).
+    ///
+    /// # Safety
+    ///
+    /// As [`offer_outcome`](Self::offer_outcome): only the producer, and
+    /// never again after `Ready`.
+    pub(crate) unsafe fn poll_offer(&self, cx: &mut Context<'_>) -> Poll<OfferOutcome<T>> {
+        // SAFETY: the caller's contract; `poll_with` stops calling the look
+        // after its first final outcome.
+        self.poll_with(cx, || unsafe { self.offer_outcome() })
+    }
+
     /// Moves an offer's value back out to its producer.
     ///
     /// # Safety
@@ -587,6 +591,21 @@ impl<T> Slot<T> {
     unsafe fn value_back(&self) -> T {
         // SAFETY: the caller's contract (state table, offers).
         self.value.with(|p| unsafe { ptr::read(p).assume_init() })
+    }
+
+    /// The owner's async look, for reservations and offers alike: `look`
+    /// (as in [`block`](Self::block)); if not final, registers the task's
+    /// waker and looks again, since a completion before the registration did
+    /// not see it (module docs).
+    fn poll_with<R>(&self, cx: &mut Context<'_>, mut look: impl FnMut() -> Option<R>) -> Poll<R> {
+        if let Some(outcome) = look() {
+            return Poll::Ready(outcome);
+        }
+        self.waiter.register(Waiter::Task(cx.waker().clone()));
+        match look() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => Poll::Pending,
+        }
     }
 
     /// The owner's spin-then-park loop, for reservations and offers alike.

@@ -186,10 +186,11 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{wait_for_taker, Line, PopFuture, Reservation};
+use crate::reservation::{Line, PopFuture, Reservation};
 use crate::slot::{Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
+use crate::transfer::{self, Offered, TransferFuture};
 
 /// Tag on a reservation's non-null `next`: frozen (module docs).
 const MARK: usize = 1;
@@ -818,19 +819,50 @@ impl<T> DualStack<T> {
                 .try_transfer(value)
                 .map_err(TryTransferError::into_timeout);
         }
-        let node = match self.put(value, Put::Offer) {
-            Placed::Done => return Ok(()),
-            Placed::Closed(value) => return Err(TransferTimeoutError::Closed(value)),
-            Placed::NoConsumer(_) => unreachable!("an offer is pushed instead"),
-            Placed::Offered(node) => node,
-        };
-        // SAFETY: a pushed node is not null.
-        let node = unsafe { NonNull::new_unchecked(node.cast_mut()) };
-        // SAFETY: we hold the producer's reference: the node is alive.
-        let slot = NonNull::from(unsafe { &node.as_ref().slot });
-        // SAFETY: a pushed offer node of this stack; the producer's reference
-        // is handed over. Spin first: a new offer is the top, taken next.
-        unsafe { wait_for_taker(self, node.cast(), slot, deadline, true) }
+        transfer::transfer_until(self, value, deadline)
+    }
+
+    /// Hands `value` to a consumer, asynchronously: the future completes
+    /// once a consumer has taken it (the async [`transfer`](Self::transfer)).
+    ///
+    /// The future offers the value on its first poll; async and blocking
+    /// producers wait in one line (consumers take from the newest producer first).
+    /// Dropping a pending future withdraws the offer: the value is then
+    /// either taken already or dropped with the future, never both;
+    /// [`TransferFuture::withdraw`] gets it back instead. Runtime-agnostic.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError`] with the value if the stack is closed before a
+    /// consumer takes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     // a minimal executor for the example
+    /// #     use std::task::{Context, Poll, Wake, Waker};
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl Wake for Unpark { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// use std::thread;
+    ///
+    /// let x = dualq::DualStack::new();
+    /// thread::scope(|s| {
+    ///     s.spawn(|| assert_eq!(x.pop(), Ok("ping")));
+    ///     block_on(x.transfer_async("ping")).unwrap(); // done once taken
+    /// });
+    /// x.close();
+    /// assert_eq!(block_on(x.transfer_async("late")).unwrap_err().into_inner(), "late");
+    /// ```
+    pub fn transfer_async(&self, value: T) -> TransferFuture<'_, T> {
+        TransferFuture::new(self, value)
     }
 
     /// The number of producers waiting in [`transfer`](Self::transfer)
@@ -1384,6 +1416,25 @@ impl<T> Line<T> for DualStack<T> {
 
     fn give_back(&self, value: T) -> Result<(), T> {
         self.push(value).map_err(PushError::into_inner)
+    }
+
+    fn offer(&self, value: T) -> Offered<T> {
+        let node = match self.put(value, Put::Offer) {
+            Placed::Done => return Offered::Done,
+            Placed::Closed(value) => return Offered::Closed(value),
+            Placed::NoConsumer(_) => unreachable!("an offer is pushed instead"),
+            Placed::Offered(node) => node,
+        };
+        // SAFETY: a pushed node is not null.
+        let node = unsafe { NonNull::new_unchecked(node.cast_mut()) };
+        // SAFETY: we hold the producer's reference: the node is alive.
+        let slot = NonNull::from(unsafe { &node.as_ref().slot });
+        // Spin before parking: a new offer is the top, taken next.
+        Offered::Linked {
+            node: node.cast(),
+            slot,
+            spin: true,
+        }
     }
 }
 

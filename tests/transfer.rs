@@ -15,9 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    join_scoped, scaled, wait_until, CloseOnUnwind, DropLog, Dual, Flavour, Rng, Structure, Tracked,
+    block_on, join_scoped, poll_once, scaled, wait_until, CloseOnUnwind, CountingWaker, DropLog,
+    Dual, Flavour, Rng, Structure, Tracked,
 };
-use dualq::{PopError, PushError, TransferTimeoutError, TryTransferError};
+use dualq::{PopError, PushError, TransferTimeoutError, TryPopError, TryTransferError};
+use std::task::Poll;
 
 dual_tests! {
     transfer_to_a_waiting_consumer_returns_at_once,
@@ -32,6 +34,14 @@ dual_tests! {
     transfer_timeout_racing_a_pop_loses_nothing,
     rendezvous_ping_pong,
     transfer_stress_every_value_once,
+    transfer_async_unpolled_takes_no_place,
+    transfer_async_waits_until_taken_and_is_woken,
+    transfer_async_to_a_waiting_consumer_is_ready_at_once,
+    dropped_pending_transfer_future_withdraws,
+    withdraw_after_a_take_reports_the_transfer,
+    close_completes_a_pending_transfer_future_with_its_value,
+    async_and_blocking_producers_share_one_order,
+    transfer_futures_dropped_at_random_points_lose_nothing,
 }
 
 /// With a consumer waiting, `transfer` hands over and returns at once.
@@ -352,6 +362,247 @@ fn transfer_stress_every_value_once<F: Flavour>() {
     eprintln!("{}: {t} transferred, {r} returned, {c} received", F::NAME);
     assert_eq!(t + r, total);
     assert_eq!(c, t, "values received differ from successful transfers");
+    assert!(q.is_empty());
+    assert_eq!(q.waiting_producers() + q.waiting_consumers(), 0);
+    log.assert_each_dropped_once();
+}
+
+// ---- transfer_async ----
+
+/// An unpolled transfer future has offered nothing; dropping it drops the
+/// value (once), `withdraw` hands it back.
+fn transfer_async_unpolled_takes_no_place<F: Flavour>() {
+    let log = DropLog::new(2);
+    let q = F::new::<Tracked>();
+    let future = q.transfer_async(Tracked::new(0, &log));
+    assert_eq!(q.waiting_producers(), 0);
+    assert!(q.is_empty());
+    drop(future);
+    assert_eq!(log.count(0), 1);
+    let back = q.transfer_async(Tracked::new(1, &log)).withdraw();
+    assert_eq!(back.map_err(|t| t.id()), Err(1));
+    assert!(q.is_empty());
+    log.assert_each_dropped_once();
+}
+
+/// A pending transfer future is a waiting producer (its value counts in
+/// `len`); a consumer's take wakes it, and it then completes with `Ok`.
+fn transfer_async_waits_until_taken_and_is_woken<F: Flavour>() {
+    let q = F::new::<u8>();
+    let (waker, wakes) = CountingWaker::new();
+    let mut future = q.transfer_async(7);
+    assert!(poll_once(&mut future, &waker).is_pending());
+    assert!(poll_once(&mut future, &waker).is_pending()); // polling again re-registers
+    assert_eq!(q.waiting_producers(), 1);
+    assert_eq!(q.len(), 1);
+    assert_eq!(wakes.wakes(), 0);
+    assert_eq!(q.try_pop(), Ok(7));
+    assert_eq!(wakes.wakes(), 1, "the take must wake the producer's task");
+    assert_eq!(poll_once(&mut future, &waker), Poll::Ready(Ok(())));
+    assert_eq!(q.waiting_producers(), 0);
+    assert!(q.is_empty());
+    // And across threads, with the minimal executor.
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        s.spawn(|| {
+            wait_until("the producer to wait", || q.waiting_producers() == 1);
+            assert_eq!(q.pop(), Ok(8));
+        });
+        assert_eq!(block_on(q.transfer_async(8)), Ok(()));
+    });
+}
+
+/// With a consumer waiting, the first poll hands the value over.
+fn transfer_async_to_a_waiting_consumer_is_ready_at_once<F: Flavour>() {
+    let q = F::new::<u8>();
+    let (waker, _) = CountingWaker::new();
+    let r = q.reserve();
+    let mut future = q.transfer_async(3);
+    assert_eq!(poll_once(&mut future, &waker), Poll::Ready(Ok(())));
+    assert_eq!(r.wait(), Ok(3));
+    assert_eq!(q.waiting_producers(), 0);
+}
+
+/// Dropping a pending future withdraws its offer: nothing is left behind,
+/// no consumer gets the value afterwards, and it is dropped exactly once.
+fn dropped_pending_transfer_future_withdraws<F: Flavour>() {
+    let log = DropLog::new(3);
+    let q = F::new::<Tracked>();
+    let (waker, _) = CountingWaker::new();
+    q.push(Tracked::new(0, &log)).unwrap();
+    let mut future = q.transfer_async(Tracked::new(1, &log));
+    assert!(poll_once(&mut future, &waker).is_pending());
+    q.push(Tracked::new(2, &log)).unwrap();
+    assert_eq!(q.len(), 3);
+    drop(future);
+    assert_eq!(log.count(1), 1);
+    assert_eq!(q.waiting_producers(), 0);
+    assert_eq!(q.len(), 2);
+    let rest: Vec<usize> = std::iter::from_fn(|| q.try_pop().ok().map(|t| t.id())).collect();
+    assert_eq!(rest, F::ORDER.served(vec![0, 2]));
+    assert!(matches!(q.try_pop(), Err(TryPopError::Empty)));
+    log.assert_each_dropped_once();
+}
+
+/// `withdraw` after a consumer took the value reports the transfer; before,
+/// it hands the value back.
+fn withdraw_after_a_take_reports_the_transfer<F: Flavour>() {
+    let q = F::new::<u8>();
+    let (waker, _) = CountingWaker::new();
+    let mut taken = q.transfer_async(1);
+    assert!(poll_once(&mut taken, &waker).is_pending());
+    assert_eq!(q.pop(), Ok(1));
+    assert_eq!(taken.withdraw(), Ok(()));
+    let mut pending = q.transfer_async(2);
+    assert!(poll_once(&mut pending, &waker).is_pending());
+    assert_eq!(pending.withdraw(), Err(2));
+    assert!(q.is_empty());
+    assert_eq!(q.waiting_producers(), 0);
+}
+
+/// `close` completes a pending transfer future with its value and wakes
+/// it; a future first polled after the close fails at once.
+fn close_completes_a_pending_transfer_future_with_its_value<F: Flavour>() {
+    let q = F::new::<u8>();
+    let (waker, wakes) = CountingWaker::new();
+    let mut future = q.transfer_async(4);
+    assert!(poll_once(&mut future, &waker).is_pending());
+    assert!(q.close());
+    assert_eq!(wakes.wakes(), 1, "close must wake a waiting producer task");
+    assert_eq!(
+        poll_once(&mut future, &waker),
+        Poll::Ready(Err(PushError(4)))
+    );
+    let mut late = q.transfer_async(5);
+    assert_eq!(poll_once(&mut late, &waker), Poll::Ready(Err(PushError(5))));
+    assert_eq!(q.waiting_producers(), 0);
+}
+
+/// Async and blocking producers wait in one line, served in the
+/// structure's order.
+fn async_and_blocking_producers_share_one_order<F: Flavour>() {
+    let q = F::new::<usize>();
+    let (waker, _) = CountingWaker::new();
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        let mut first = q.transfer_async(0);
+        assert!(poll_once(&mut first, &waker).is_pending());
+        let blocking = s.spawn(|| q.transfer(1));
+        wait_until("the blocking producer to wait", || {
+            q.waiting_producers() == 2
+        });
+        let mut third = q.transfer_async(2);
+        assert!(poll_once(&mut third, &waker).is_pending());
+        let popped: Vec<usize> = (0..3).map(|_| q.pop().unwrap()).collect();
+        assert_eq!(popped, F::ORDER.served(vec![0, 1, 2]));
+        assert_eq!(poll_once(&mut first, &waker), Poll::Ready(Ok(())));
+        assert_eq!(poll_once(&mut third, &waker), Poll::Ready(Ok(())));
+        assert_eq!(join_scoped(blocking), Ok(()));
+    });
+}
+
+/// Oversubscribed stress: producers poll transfer futures a random number
+/// of times, then drop them, withdraw them, or wait them out, while
+/// consumers pop in every way. A value is received iff its future said
+/// `Ok` (or was dropped while pending after a take: the drop log catches
+/// a value both dropped with its future and received), and each value is
+/// dropped exactly once.
+fn transfer_futures_dropped_at_random_points_lose_nothing<F: Flavour>() {
+    const PRODUCERS: usize = if cfg!(miri) { 2 } else { 8 };
+    const CONSUMERS: usize = if cfg!(miri) { 2 } else { 8 };
+    let per_producer = scaled(2_000);
+    let total = PRODUCERS * per_producer;
+    let log = DropLog::new(total);
+    let q = F::new::<Tracked>();
+    let (ok, back, dropped, received) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let producers_done = AtomicUsize::new(0);
+    thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
+        for p in 0..PRODUCERS {
+            let (q, log) = (&q, &log);
+            let (ok, back, dropped, done) = (&ok, &back, &dropped, &producers_done);
+            s.spawn(move || {
+                let mut rng = Rng::new(p as u64 + 300);
+                let (waker, _) = CountingWaker::new();
+                for i in 0..per_producer {
+                    let mut future = q.transfer_async(Tracked::new(p * per_producer + i, log));
+                    let mut ready = None;
+                    for _ in 0..rng.below(4) {
+                        if let Poll::Ready(r) = poll_once(&mut future, &waker) {
+                            ready = Some(r);
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                    let counter = match ready {
+                        Some(Ok(())) => ok,
+                        Some(Err(_)) => panic!("not closed yet"),
+                        None => match rng.below(3) {
+                            0 => {
+                                drop(future);
+                                dropped
+                            }
+                            1 => match future.withdraw() {
+                                Ok(()) => ok,
+                                Err(_) => back,
+                            },
+                            _ => match block_on(future) {
+                                Ok(()) => ok,
+                                Err(_) => panic!("not closed yet"),
+                            },
+                        },
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        for c in 0..CONSUMERS {
+            let (q, received, done) = (&q, &received, &producers_done);
+            s.spawn(move || {
+                let mut rng = Rng::new(c as u64 + 400);
+                // (Closed early only if a producer panicked.)
+                while done.load(Ordering::SeqCst) < PRODUCERS && !q.is_closed() {
+                    let got = match rng.below(3) {
+                        0 => q.try_pop().ok(),
+                        1 => q
+                            .pop_timeout(Duration::from_micros(rng.below(100) as u64))
+                            .ok(),
+                        _ => block_on(async {
+                            // Gives up (drops the pending pop) on close.
+                            q.pop_async().await.ok()
+                        }),
+                    };
+                    if got.is_some() {
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        // Consumers blocked in `pop_async` when the producers finish: close.
+        wait_until("the producers to finish", || {
+            producers_done.load(Ordering::SeqCst) == PRODUCERS
+        });
+        q.close();
+    });
+    let (o, b, d, r) = (
+        ok.load(Ordering::SeqCst),
+        back.load(Ordering::SeqCst),
+        dropped.load(Ordering::SeqCst),
+        received.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "{}: {o} ok, {b} withdrawn, {d} dropped pending, {r} received",
+        F::NAME
+    );
+    assert_eq!(o + b + d, total);
+    // A future dropped while pending may have been taken just before.
+    assert!(r >= o && r <= o + d, "received {r}, ok {o}, dropped {d}");
     assert!(q.is_empty());
     assert_eq!(q.waiting_producers() + q.waiting_consumers(), 0);
     log.assert_each_dropped_once();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dualq::{
     DualQueue, DualStack, PopError, PopFuture, PopTimeoutError, PushError, Reservation,
-    TransferTimeoutError, TryPopError, TryTransferError,
+    TransferFuture, TransferTimeoutError, TryPopError, TryTransferError,
 };
 
 /// How long a test waits for another thread to reach a state before it
@@ -61,6 +61,7 @@ pub trait Dual<T>: Structure + Default + std::fmt::Debug {
         -> Result<(), TransferTimeoutError<T>>;
     fn try_transfer(&self, value: T) -> Result<(), TryTransferError<T>>;
     fn waiting_producers(&self) -> usize;
+    fn transfer_async(&self, value: T) -> TransferFuture<'_, T>;
 }
 
 macro_rules! forward_api {
@@ -127,6 +128,9 @@ macro_rules! forward_api {
             }
             fn waiting_producers(&self) -> usize {
                 $ty::waiting_producers(self)
+            }
+            fn transfer_async(&self, value: T) -> TransferFuture<'_, T> {
+                $ty::transfer_async(self, value)
             }
         }
     };
