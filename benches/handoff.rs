@@ -25,8 +25,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 mod common;
 
 use common::{
-    contenders, rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads,
-    Contender, Workload,
+    async_contenders, async_rendezvous_contenders, async_workloads, contenders,
+    rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads, Contender, Workload,
 };
 
 fn handoff(c: &mut Criterion) {
@@ -43,6 +43,20 @@ fn rendezvous(c: &mut Criterion) {
     for workload in rendezvous_workloads() {
         let name = format!("rendezvous-{}", workload.name());
         group(c, name, &workload, rendezvous_contenders());
+    }
+}
+
+/// The async rows of issue 6: `pop_async` consumers on buffered structures
+/// (groups `async-spsc`, ...) and `transfer_async` + `pop_async` against
+/// zero-capacity channels (groups `async-rendezvous-spsc`, ...).
+fn asynchronous(c: &mut Criterion) {
+    for workload in async_workloads() {
+        let name = format!("async-{}", workload.name());
+        group(c, name, &workload, async_contenders());
+    }
+    for workload in async_workloads() {
+        let name = format!("async-rendezvous-{}", workload.name());
+        group(c, name, &workload, async_rendezvous_contenders());
     }
 }
 
@@ -75,6 +89,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = handoff, rendezvous
+    targets = handoff, rendezvous, asynchronous
 }
 criterion_main!(benches);

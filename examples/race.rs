@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    contenders, rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads,
-    Contender, Workload, OURS,
+    async_contenders, async_rendezvous_contenders, async_workloads, contenders,
+    rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads, Contender, Workload,
+    OURS,
 };
 
 /// Counts live heap bytes, but only while `COUNTING` is set: an always-on
@@ -215,6 +216,24 @@ fn main() {
     println!();
     let contenders = rendezvous_contenders();
     let rows = measure(&rendezvous_workloads(), &contenders, rounds, scale);
+    print_table(&contenders, &rows);
+    println!();
+    println!(
+        "async consumers (each receive is a future: dualq's `pop_async`, flume's `recv_async`,"
+    );
+    println!("kanal's async `recv`) on buffered structures, producers send synchronously:");
+    println!();
+    let contenders = async_contenders();
+    let rows = measure(&async_workloads(), &contenders, rounds, scale);
+    print_table(&contenders, &rows);
+    println!();
+    println!(
+        "async rendezvous (both sides futures: dualq's `transfer_async` + `pop_async` against"
+    );
+    println!("flume's and kanal's zero-capacity channels):");
+    println!();
+    let contenders = async_rendezvous_contenders();
+    let rows = measure(&async_workloads(), &contenders, rounds, scale);
     print_table(&contenders, &rows);
     println!();
     println!(

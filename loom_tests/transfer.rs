@@ -21,6 +21,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+/// A waker that does nothing: the model polls once and never waits.
+struct Noop;
+
+impl std::task::Wake for Noop {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
 macro_rules! transfer_models {
     ($module:ident, $ty:ident) => {
         mod $module {
@@ -182,7 +189,8 @@ macro_rules! transfer_models {
                             let q = q.clone();
                             thread::spawn(move || {
                                 let mut future = q.transfer_async(6);
-                                let mut cx = Context::from_waker(Waker::noop());
+                                let waker = Waker::from(std::sync::Arc::new(Noop));
+                                let mut cx = Context::from_waker(&waker);
                                 match Pin::new(&mut future).poll(&mut cx) {
                                     // Taken between the offer and its look.
                                     Poll::Ready(sent) => sent.map_err(PushError::into_inner),

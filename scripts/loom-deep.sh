@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 
 export RUSTFLAGS="--cfg loom --cfg crossbeam_loom"
-export CARGO_TARGET_DIR=target/loom
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 export LOOM_MAX_PREEMPTIONS="$bound"
 
 cargo test --release --test loom --no-run -q || exit 1

@@ -153,10 +153,13 @@ enum State<T> {
 /// ```
 /// use std::future::Future;
 /// use std::pin::pin;
-/// use std::task::{Context, Poll, Waker};
+/// use std::task::{Context, Poll};
+/// # struct Noop;
+/// # impl std::task::Wake for Noop { fn wake(self: std::sync::Arc<Self>) {} }
+/// # let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
 ///
 /// let q = dualq::DualQueue::new();
-/// let mut cx = Context::from_waker(Waker::noop());
+/// let mut cx = Context::from_waker(&waker);
 /// let mut send = pin!(q.transfer_async("hi"));
 /// assert!(send.as_mut().poll(&mut cx).is_pending()); // offered, waiting
 /// assert_eq!(q.try_pop(), Ok("hi")); // a consumer takes it...
@@ -204,10 +207,13 @@ impl<'a, T> TransferFuture<'a, T> {
     /// ```
     /// use std::future::Future;
     /// use std::pin::Pin;
-    /// use std::task::{Context, Waker};
+    /// use std::task::Context;
+    /// # struct Noop;
+    /// # impl std::task::Wake for Noop { fn wake(self: std::sync::Arc<Self>) {} }
+    /// # let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
     ///
     /// let s = dualq::DualStack::new();
-    /// let mut cx = Context::from_waker(Waker::noop());
+    /// let mut cx = Context::from_waker(&waker);
     /// let mut send = s.transfer_async(5);
     /// assert!(Pin::new(&mut send).poll(&mut cx).is_pending());
     /// assert_eq!(s.waiting_producers(), 1);

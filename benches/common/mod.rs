@@ -853,3 +853,186 @@ pub fn rendezvous_contenders() -> Vec<Contender> {
         rendezvous_contender::<StdSyncZero>(),
     ]
 }
+
+// ---------------------------------------------------------------------------
+// Async (issue 6): consumers (and, for the rendezvous, producers) are futures.
+// Each blocking call of the `Queue` shape is one future run to completion by
+// `block_on` on the calling thread, for every contender alike, so the rows
+// measure each structure's future (reserve/register/wake) and not an
+// executor. crossbeam-channel and std have no async API: not in these rows.
+// ---------------------------------------------------------------------------
+
+struct Unpark(thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// One waker per thread, made once: creating it is not what we measure.
+    static WAKER: std::task::Waker = std::task::Waker::from(Arc::new(Unpark(thread::current())));
+}
+
+/// The benches' executor: polls `future` on this thread, parking between
+/// polls (a wake unparks it; a spurious return just polls again).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    WAKER.with(|waker| {
+        let mut cx = std::task::Context::from_waker(waker);
+        loop {
+            if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                return value;
+            }
+            thread::park();
+        }
+    })
+}
+
+/// A contender given by its channel constructor and one expression per
+/// operation.
+macro_rules! async_contender {
+    (
+        $(#[$doc:meta])* $name:ident, $label:literal, $tx:ty, $rx:ty,
+        make: $make:expr,
+        send: |$t:ident, $v:ident| $send:expr,
+        recv: |$r:ident| $recv:expr,
+        clone_rx: |$c:ident| $clone:expr,
+        close: |$x:ident| $close:expr $(,)?
+    ) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl Queue for $name {
+            const NAME: &'static str = $label;
+            const MULTI_CONSUMER: bool = true;
+            type Tx = $tx;
+            type Rx = $rx;
+
+            fn channel() -> (Self::Tx, Self::Rx) {
+                $make
+            }
+            fn send($t: &Self::Tx, $v: u64) {
+                $send
+            }
+            fn recv($r: &Self::Rx) -> Option<u64> {
+                $recv
+            }
+            fn clone_rx($c: &Self::Rx) -> Self::Rx {
+                $clone
+            }
+            fn close($x: Self::Tx) {
+                $close
+            }
+        }
+    };
+}
+
+/// A dualq structure with `pop_async` consumers; producers `push`, or
+/// `transfer_async` for the rendezvous.
+macro_rules! dualq_async {
+    ($(#[$doc:meta])* $name:ident, $ty:ident, $label:literal, $rendezvous:literal) => {
+        async_contender!(
+            $(#[$doc])* $name, $label, Arc<$ty<u64>>, Arc<$ty<u64>>,
+            make: {
+                let s = Arc::new($ty::new());
+                (Arc::clone(&s), s)
+            },
+            send: |tx, v| if $rendezvous {
+                block_on(tx.transfer_async(v)).expect("send on an open structure")
+            } else {
+                tx.push(v).expect("send on an open structure")
+            },
+            recv: |rx| block_on(rx.pop_async()).ok(),
+            clone_rx: |rx| Arc::clone(rx),
+            close: |tx| {
+                tx.close();
+            },
+        );
+    };
+}
+
+dualq_async!(
+    /// `DualQueue`: `push`, `pop_async`.
+    AsyncDual, DualQueue, "dualq", false
+);
+dualq_async!(
+    /// `DualStack`: `push`, `pop_async`.
+    AsyncDualStack, DualStack, "dualq-stack", false
+);
+async_contender!(
+    /// flume unbounded: `send`, `recv_async`.
+    AsyncFlume, "flume", flume::Sender<u64>, flume::Receiver<u64>,
+    make: flume::unbounded(),
+    send: |tx, v| tx.send(v).expect("send on a connected channel"),
+    recv: |rx| block_on(rx.recv_async()).ok(),
+    clone_rx: |rx| rx.clone(),
+    close: |tx| drop(tx),
+);
+async_contender!(
+    /// kanal unbounded: `send`, `as_async().recv()`.
+    AsyncKanal, "kanal", kanal::Sender<u64>, kanal::Receiver<u64>,
+    make: kanal::unbounded(),
+    send: |tx, v| tx.send(v).expect("send on a connected channel"),
+    recv: |rx| block_on(rx.as_async().recv()).ok(),
+    clone_rx: |rx| rx.clone(),
+    close: |tx| drop(tx),
+);
+
+dualq_async!(
+    /// `DualQueue` as an async rendezvous: `transfer_async`, `pop_async`.
+    AsyncDualRendezvous, DualQueue, "dualq", true
+);
+dualq_async!(
+    /// `DualStack` as an async rendezvous: `transfer_async`, `pop_async`.
+    AsyncDualStackRendezvous, DualStack, "dualq-stack", true
+);
+async_contender!(
+    /// flume zero-capacity: `send_async`, `recv_async`.
+    AsyncFlumeZero, "flume(0)", flume::Sender<u64>, flume::Receiver<u64>,
+    make: flume::bounded(0),
+    send: |tx, v| block_on(tx.send_async(v)).expect("send on a connected channel"),
+    recv: |rx| block_on(rx.recv_async()).ok(),
+    clone_rx: |rx| rx.clone(),
+    close: |tx| drop(tx),
+);
+async_contender!(
+    /// kanal zero-capacity: `as_async().send`, `as_async().recv()`.
+    AsyncKanalZero, "kanal(0)", kanal::Sender<u64>, kanal::Receiver<u64>,
+    make: kanal::bounded(0),
+    send: |tx, v| block_on(tx.as_async().send(v)).expect("send on a connected channel"),
+    recv: |rx| block_on(rx.as_async().recv()).ok(),
+    clone_rx: |rx| rx.clone(),
+    close: |tx| drop(tx),
+);
+
+/// The async rows: spsc, mpmc-2x2 and pingpong, as for the rendezvous.
+pub fn async_workloads() -> Vec<Workload> {
+    rendezvous_workloads()
+}
+
+/// Async consumers on buffered structures: dualq's first (the first
+/// [`OURS`]), then flume's and kanal's unbounded channels.
+pub fn async_contenders() -> Vec<Contender> {
+    vec![
+        contender::<AsyncDual>(),
+        contender::<AsyncDualStack>(),
+        contender::<AsyncFlume>(),
+        contender::<AsyncKanal>(),
+    ]
+}
+
+/// Async producers and consumers meeting in a rendezvous: dualq's
+/// `transfer_async` first, then flume's and kanal's zero-capacity channels.
+pub fn async_rendezvous_contenders() -> Vec<Contender> {
+    vec![
+        rendezvous_contender::<AsyncDualRendezvous>(),
+        rendezvous_contender::<AsyncDualStackRendezvous>(),
+        rendezvous_contender::<AsyncFlumeZero>(),
+        rendezvous_contender::<AsyncKanalZero>(),
+    ]
+}
