@@ -13,6 +13,10 @@
 //! * `RACE_ROUNDS`: rounds per cell (the median is reported).
 //! * `RACE_THREADS`: replaces the 8 of mpmc-8x8, fanout-1x8 and pool-8t-2obj,
 //!   e.g. `4` or `2,4,8,16`.
+//! * `RACE_ONLY`: only the rows whose names contain one of these
+//!   comma-separated parts, e.g. `pool` or `rendezvous-spsc,mem` (the later
+//!   tables' rows are named `rendezvous-spsc`, `async-spsc`,
+//!   `async-rendezvous-spsc`, ...).
 //! * `RACE_TIMEOUT`: seconds one run may take before the race gives up and
 //!   names it (a hang shows up as a message, not a silent stall).
 //!
@@ -179,7 +183,10 @@ fn main() {
     start_watchdog(Duration::from_secs(env_or("RACE_TIMEOUT", 30)));
 
     let contenders = contenders();
-    let workloads = workloads(&threads);
+    let workloads: Vec<Workload> = workloads(&threads)
+        .into_iter()
+        .filter(|w| wanted(&w.name()))
+        .collect();
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     println!("dualq race: the workloads of BENCHMARKS.md, each at {scale} x its message count (RACE_SCALE),");
     println!(
@@ -194,52 +201,96 @@ fn main() {
 
     // mem first, while no other run has left epoch garbage behind whose
     // collection during the window would count as negative memory.
-    COUNTING.store(true, Relaxed);
-    let mem: Vec<Option<f64>> = contenders
-        .iter()
-        .map(|c| {
-            let grown = watched(format!("mem on {}", c.name), || {
-                (c.mem)(MEM_VALUES, live_bytes)
-            });
-            Some(grown as f64 / MEM_VALUES as f64)
-        })
-        .collect();
-    COUNTING.store(false, Relaxed);
+    let mem = wanted("mem").then(|| {
+        COUNTING.store(true, Relaxed);
+        let mem: Vec<Option<f64>> = contenders
+            .iter()
+            .map(|c| {
+                let grown = watched(format!("mem on {}", c.name), || {
+                    (c.mem)(MEM_VALUES, live_bytes)
+                });
+                Some(grown as f64 / MEM_VALUES as f64)
+            })
+            .collect();
+        COUNTING.store(false, Relaxed);
+        mem
+    });
 
     let mut rows = measure(&workloads, &contenders, rounds, scale);
-    rows.push(("mem (bytes/value)".into(), mem));
-    print_table(&contenders, &rows);
+    if let Some(mem) = mem {
+        rows.push(("mem (bytes/value)".into(), mem));
+    }
+    if !rows.is_empty() {
+        print_table(&contenders, &rows);
+    }
 
-    println!();
-    println!("rendezvous (the sender waits until a receiver took the value): dualq's `transfer`");
-    println!("against the peers' zero-capacity channels; ns per message, pingpong per round trip.");
-    println!();
-    let contenders = rendezvous_contenders();
-    let rows = measure(&rendezvous_workloads(), &contenders, rounds, scale);
-    print_table(&contenders, &rows);
-    println!();
-    println!(
-        "async consumers (each receive is a future: dualq's `pop_async`, flume's `recv_async`,"
+    table(
+        "rendezvous (the sender waits until a receiver took the value): dualq's `transfer`\n\
+         against the peers' zero-capacity channels; ns per message, pingpong per round trip.",
+        "rendezvous-",
+        &rendezvous_workloads(),
+        &rendezvous_contenders(),
+        rounds,
+        scale,
     );
-    println!("kanal's async `recv`) on buffered structures, producers send synchronously:");
-    println!();
-    let contenders = async_contenders();
-    let rows = measure(&async_workloads(), &contenders, rounds, scale);
-    print_table(&contenders, &rows);
-    println!();
-    println!(
-        "async rendezvous (both sides futures: dualq's `transfer_async` + `pop_async` against"
+    table(
+        "async consumers (each receive is a future: dualq's `pop_async`, flume's `recv_async`,\n\
+         kanal's async `recv`) on buffered structures, producers send synchronously:",
+        "async-",
+        &async_workloads(),
+        &async_contenders(),
+        rounds,
+        scale,
     );
-    println!("flume's and kanal's zero-capacity channels):");
-    println!();
-    let contenders = async_rendezvous_contenders();
-    let rows = measure(&async_workloads(), &contenders, rounds, scale);
-    print_table(&contenders, &rows);
+    table(
+        "async rendezvous (both sides futures: dualq's `transfer_async` + `pop_async` against\n\
+         flume's and kanal's zero-capacity channels):",
+        "async-rendezvous-",
+        &async_workloads(),
+        &async_rendezvous_contenders(),
+        rounds,
+        scale,
+    );
     println!();
     println!(
         "below 1.0 in the last two columns: that dualq structure leads the row. total {:.1} s",
         wall.elapsed().as_secs_f64()
     );
+}
+
+/// Whether `RACE_ONLY` (a comma-separated list of substrings of row names,
+/// e.g. `pool` or `async-rendezvous-spsc,mem`) selects the row `name`; every
+/// row if it is unset.
+fn wanted(name: &str) -> bool {
+    match std::env::var("RACE_ONLY") {
+        Ok(only) => only.split(',').any(|part| name.contains(part.trim())),
+        Err(_) => true,
+    }
+}
+
+/// One more table: `title`, then the rows of `workloads` (named with
+/// `prefix` for `RACE_ONLY`) on `contenders`. Skipped if no row is wanted.
+fn table(
+    title: &str,
+    prefix: &str,
+    workloads: &[Workload],
+    contenders: &[Contender],
+    rounds: usize,
+    scale: f64,
+) {
+    let workloads: Vec<Workload> = workloads
+        .iter()
+        .filter(|w| wanted(&format!("{prefix}{}", w.name())))
+        .copied()
+        .collect();
+    if workloads.is_empty() {
+        return;
+    }
+    println!();
+    println!("{title}");
+    println!();
+    let rows = measure(&workloads, contenders, rounds, scale);
+    print_table(contenders, &rows);
 }
 
 /// Runs every workload on every contender that supports it, `rounds` times,
