@@ -11,8 +11,11 @@
 #
 # By default each sanitizer runs the unit tests in src/, the stress tests
 # (tests/stress.rs: 40+ threads on 2 cores mixing every operation with a
-# racing close, on both structures) and the shared queue/stack suite
-# (tests/dual.rs), which is fast enough. --all runs every test binary.
+# racing close, on both structures), the shared queue/stack suite
+# (tests/dual.rs), and the transfer and reservation/async suites
+# (tests/transfer.rs, tests/reservation.rs: their stress runs drop futures
+# and handles at random points), which are fast enough. --all runs every
+# test binary.
 # Debug builds: the assertions stay on and the build is quicker.
 #
 # No suppressions file: both sanitizers run clean with none.
@@ -76,7 +79,7 @@ rustup component add --toolchain nightly rust-src \
 if [ "$all" = 1 ]; then
     tests=(--tests)
 else
-    tests=(--lib --test stress --test dual)
+    tests=(--lib --test stress --test dual --test transfer --test reservation)
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Fail the run on the first report (TSan's default exit code is 66 only at
