@@ -187,12 +187,26 @@ fn assert_main_never_waits(name: &str, scenario: Scenario) {
                 | Op::TryTransfer(_)
         )
     };
-    let wakes_producers =
-        |op: &Op| matches!(op, Op::Pop | Op::PopTimeout(_) | Op::TryPop | Op::Close);
+    // Every consumer operation may take an offer (and wake its producer).
+    let wakes_producers = |op: &Op| {
+        matches!(
+            op,
+            Op::Pop
+                | Op::PopTimeout(_)
+                | Op::TryPop
+                | Op::Close
+                | Op::ReserveDrop(_)
+                | Op::ReserveTryTake(_)
+                | Op::ReserveWait
+                | Op::ReserveWaitTimeout(_)
+        )
+    };
     for step in scenario.main {
         let Step::Run(op) = step else { continue };
         let woken = match op {
-            Op::Pop | Op::PopTimeout(_) => others().any(wakes_consumers),
+            Op::Pop | Op::PopTimeout(_) | Op::ReserveWait | Op::ReserveWaitTimeout(_) => {
+                others().any(wakes_consumers)
+            }
             Op::Transfer(_) | Op::TransferTimeout(..) => others().any(wakes_producers),
             _ => false,
         };
@@ -387,4 +401,17 @@ pub const TWO_TIMEOUTS_PUSH: Scenario = Scenario {
 pub const PUSH_TRY_POP_CLOSE: Scenario = Scenario {
     main: &[Spawn(1), Spawn(2), Run(Close), Join, Run(TryPop)],
     threads: &[&[Push(1)], &[TryPop]],
+};
+
+/// A reservation dropped (`reserve`, a yield, drop) ‖ push, then drain: the
+/// drop cancels, or gives back a value that reached the handle.
+pub const RESERVE_DROP_PUSH: Scenario = Scenario {
+    main: &[Spawn(1), Run(Push(1)), Join, Run(TryPop), Run(TryPop)],
+    threads: &[&[Op::ReserveDrop(Duration::ZERO)]],
+};
+
+/// `reserve`, `try_take`, drop ‖ push, then drain.
+pub const RESERVE_TRY_TAKE_PUSH: Scenario = Scenario {
+    main: &[Spawn(1), Run(Push(1)), Join, Run(TryPop), Run(TryPop)],
+    threads: &[&[Op::ReserveTryTake(Duration::ZERO)]],
 };

@@ -128,3 +128,17 @@ fn lin_stack_two_timeouts_push() {
 fn lin_stack_push_try_pop_close() {
     run("lin_stack_push_try_pop_close", 1, lin::PUSH_TRY_POP_CLOSE);
 }
+
+#[test]
+fn lin_stack_reserve_drop_push() {
+    run("lin_stack_reserve_drop_push", 2, lin::RESERVE_DROP_PUSH);
+}
+
+#[test]
+fn lin_stack_reserve_try_take_push() {
+    run(
+        "lin_stack_reserve_try_take_push",
+        2,
+        lin::RESERVE_TRY_TAKE_PUSH,
+    );
+}

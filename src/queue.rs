@@ -599,6 +599,10 @@ impl<T> DualQueue<T> {
     /// and offers alike in FIFO order, so waiting producers are served
     /// oldest first.
     ///
+    /// "Taken" means a consumer's pop or reservation received it: a
+    /// [`Reservation`] that receives it and is then dropped gives it back
+    /// to the queue (see there), and the transfer has still succeeded.
+    ///
     /// # Errors
     ///
     /// [`PushError`] with the value if the queue is closed, or is closed

@@ -164,7 +164,10 @@ impl<'a, T> Reservation<'a, T> {
         }
     }
 
-    /// Takes the value if it has arrived. Never blocks.
+    /// Takes the value if it has arrived. Never parks: if a producer is in
+    /// the middle of handing the value over (it has claimed this reservation
+    /// but not yet written the value), waits out those few instructions and
+    /// returns the value, since the handover already happened.
     ///
     /// Returns `None` while the reservation waits, once the structure is
     /// closed without a value for it, and after a value was taken (the

@@ -427,17 +427,29 @@ impl<T> Slot<T> {
     }
 
     /// The owner's non-blocking look: `Some` once the reservation is final
-    /// (its value, or closed). A claimed-but-unwritten slot (`BUSY`) counts
-    /// as not final yet.
+    /// (its value, or closed), `None` while it waits.
+    ///
+    /// A claimed-but-unwritten slot (`BUSY`) is waited out (a few of the
+    /// producer's instructions, as in [`cancel`](Self::cancel)), never
+    /// reported as waiting: the claim is the fulfilment's linearization
+    /// point, so after it "no value yet" would be wrong. (A later push that
+    /// saw this reservation claimed stores its value instead, and a `try_pop`
+    /// may already have taken that; the lincheck specification of
+    /// reservations found this.)
     ///
     /// # Safety
     ///
     /// As [`look`](Self::look): only the owner, and never again after `Some`.
     pub(crate) unsafe fn try_take(&self) -> Option<WaitOutcome<T>> {
-        // SAFETY: the caller's contract is look's.
-        match unsafe { self.look() } {
-            Look::Done(outcome) => Some(outcome),
-            Look::Busy | Look::Waiting => None,
+        let spinner = Spin::new();
+        loop {
+            // SAFETY: the caller's contract is look's; we return on the
+            // first final outcome.
+            match unsafe { self.look() } {
+                Look::Done(outcome) => return Some(outcome),
+                Look::Waiting => return None,
+                Look::Busy => spinner.snooze(),
+            }
         }
     }
 

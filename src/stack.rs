@@ -717,6 +717,10 @@ impl<T> DualStack<T> {
     /// consumer took it: consumers take stored values and offers alike,
     /// newest first, so waiting producers are served newest first.
     ///
+    /// "Taken" means a consumer's pop or reservation received it: a
+    /// [`Reservation`] that receives it and is then dropped gives it back
+    /// to the stack (see there), and the transfer has still succeeded.
+    ///
     /// # Errors
     ///
     /// [`PushError`] with the value if the stack is closed, or is closed

@@ -579,3 +579,375 @@ fn rejects_transfer_false_failures() {
         rejects(kind, &b.build());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Reservation handles: `reserve()` and its follow-up, recorded as one
+// composite operation each. A handle that holds a value (taken at once, or
+// fulfilled) when it is dropped gives it back with a push of its own.
+// ---------------------------------------------------------------------------
+
+use lincheck::Handle::{self, Linked, Ready};
+use Op::{ReserveDrop, ReserveTryTake, ReserveWait, ReserveWaitTimeout};
+use Ret::{Dropped, NotYet};
+
+/// reserve, then drop at once.
+const RD: Op = ReserveDrop(Duration::ZERO);
+/// reserve, one try_take, then drop.
+const RT: Op = ReserveTryTake(Duration::ZERO);
+/// The handle state of a reservation finished by close (or closed at once).
+const SHUT: Handle = Handle::Closed;
+
+/// One thread: every outcome of `reserve` and its follow-ups. A value taken
+/// at once and dropped goes back: at the back of the queue (behind 2), on
+/// top of the stack; once closed, the give-back is refused and the value is
+/// gone.
+#[test]
+fn reservations_sequential() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        b.call(0, RT, NotYet(Linked)); // waits, then cancelled by the drop
+        b.call(0, RD, Dropped(Linked));
+        b.call(0, Push(1), Pushed);
+        b.call(0, RD, Dropped(Ready)); // takes 1, gives it back
+        b.call(0, TryPop, Value(1));
+        b.call(0, Push(1), Pushed);
+        b.call(0, Push(2), Pushed);
+        b.call(0, RD, Dropped(Ready)); // queue: [2, 1]; stack: [1, 2]
+        b.call(0, TryPop, Value(2));
+        b.call(0, RT, Value(1));
+        b.call(0, ReserveWaitTimeout(Duration::ZERO), Timeout);
+        b.call(0, ReserveWaitTimeout(Duration::from_millis(1)), Timeout);
+        b.call(0, Push(3), Pushed);
+        b.call(0, ReserveWait, Value(3));
+        b.call(0, Push(4), Pushed);
+        b.call(0, Close, CloseReturned(true));
+        b.call(0, RD, Dropped(Ready)); // takes 4; the give-back is refused
+        b.call(0, TryPop, Closed);
+        b.call(0, RT, NotYet(SHUT));
+        b.call(0, RD, Dropped(SHUT));
+        b.call(0, ReserveWait, Closed);
+        b.call(0, ReserveWaitTimeout(Duration::from_millis(1)), Closed);
+        accepts(kind, &b.build());
+    }
+}
+
+/// A reservation fulfilled while it is held (the try_pop in between proves
+/// the push handed its value over), then dropped: the value is given back
+/// and popped later by another thread. The same history where that later
+/// try_pop sees Empty lost the value on the drop (the structure stayed
+/// open): rejected.
+#[test]
+fn dropped_fulfilled_reservation_gives_back() {
+    for kind in [Queue, Stack] {
+        for dropping in [RD, RT] {
+            let build = |found: bool| {
+                let mut b = Builder::new();
+                let r = b.invoke(0, dropping);
+                b.waiting(r);
+                b.call(1, Push(1), Pushed);
+                b.call(1, TryPop, Empty); // 1 went to the reservation
+                let ret = if dropping == RD {
+                    Dropped(Linked)
+                } else {
+                    NotYet(Linked) // its try_take ran before the push
+                };
+                b.ret(r, ret);
+                b.call(2, TryPop, if found { Value(1) } else { Empty });
+                b.build()
+            };
+            accepts(kind, &build(true));
+            rejects(kind, &build(false));
+        }
+    }
+}
+
+/// A value given back after a close is refused and dropped with the handle:
+/// a later pop reports Closed. If the close comes only after the drop
+/// returned, the value was stored again and a pop must get it.
+#[test]
+fn given_back_value_refused_after_close() {
+    for kind in [Queue, Stack] {
+        let build = |close_while_held: bool| {
+            let mut b = Builder::new();
+            let r = b.invoke(0, RD);
+            b.waiting(r);
+            b.call(1, Push(1), Pushed);
+            b.call(1, TryPop, Empty);
+            if close_while_held {
+                b.call(1, Close, CloseReturned(true));
+            }
+            b.ret(r, Dropped(Linked));
+            if !close_while_held {
+                b.call(1, Close, CloseReturned(true));
+            }
+            b.call(2, TryPop, Closed);
+            b.build()
+        };
+        accepts(kind, &build(true));
+        rejects(kind, &build(false));
+    }
+}
+
+/// try_take returns a value pushed while the reservation was held; the
+/// push must overlap it.
+#[test]
+fn try_take_gets_concurrent_push() {
+    for kind in [Queue, Stack] {
+        let build = |overlap: bool| {
+            let mut b = Builder::new();
+            let r = b.invoke(0, RT);
+            b.call(1, TryPop, Empty);
+            if overlap {
+                b.call(1, Push(5), Pushed);
+            }
+            b.ret(r, Value(5));
+            if !overlap {
+                b.call(1, Push(5), Pushed);
+            }
+            b.call(1, TryPop, if overlap { Empty } else { Value(5) });
+            b.build()
+        };
+        accepts(kind, &build(true));
+        rejects(kind, &build(false));
+    }
+}
+
+/// try_take saw nothing yet, a push served the reservation before the drop,
+/// and the value shows up stored afterwards. Getting the value at the front
+/// (queue) / top (stack) matters: a value given back goes behind the ones
+/// stored meanwhile in the queue, on top of them in the stack.
+#[test]
+fn not_yet_then_value_stored_after_drop() {
+    for kind in [Queue, Stack] {
+        let mut b = Builder::new();
+        let r = b.invoke(0, RT);
+        b.waiting(r);
+        b.call(1, Push(6), Pushed);
+        b.call(1, TryPop, Empty); // 6 went to the reservation
+        b.call(1, Push(7), Pushed); // stored
+        b.ret(r, NotYet(Linked)); // the drop gives 6 back
+        let (first, second) = match kind {
+            Queue => (7, 6),
+            Stack => (6, 7),
+        };
+        b.call(2, TryPop, Value(first));
+        b.call(2, TryPop, Value(second));
+        accepts(kind, &b.build());
+    }
+}
+
+/// A give-back is a push: it serves a consumer that waits by then (marked
+/// before the drop returned) instead of being stored.
+#[test]
+fn give_back_serves_a_waiter() {
+    for kind in [Queue, Stack] {
+        for waiter in [Pop, RT] {
+            let mut b = Builder::new();
+            let r = b.invoke(0, RD);
+            b.waiting(r);
+            b.call(1, Push(1), Pushed);
+            b.call(1, TryPop, Empty); // 1 went to r
+            let p = b.invoke(2, waiter);
+            b.waiting(p);
+            b.ret(r, Dropped(Linked));
+            b.ret(p, Value(1));
+            b.call(1, TryPop, Empty);
+            accepts(kind, &b.build());
+        }
+    }
+}
+
+/// A reservation takes a waiting transfer's value at once (`Ready`; the
+/// transfer returns Ok) or, linked before the offer, is handed the value by
+/// the transfer (`Linked`); either way the drop gives the value back, and it
+/// is stored afterwards. Missing afterwards: rejected.
+#[test]
+fn reservation_takes_a_transfer_and_gives_it_back() {
+    for kind in [Queue, Stack] {
+        for handle in [Ready, Linked] {
+            let build = |found: bool| {
+                let mut b = Builder::new();
+                let t = b.invoke(0, Transfer(1));
+                b.call(1, TryPop, Empty);
+                b.call(1, RD, Dropped(handle));
+                b.ret(t, Pushed);
+                b.call(1, TryPop, if found { Value(1) } else { Empty });
+                b.build()
+            };
+            accepts(kind, &build(true));
+            rejects(kind, &build(false));
+        }
+    }
+}
+
+/// Reservations and blocking pops wait in one line: served oldest first
+/// (queue), newest first (stack). With marks that prove the request order,
+/// the wrong service order is rejected.
+#[test]
+fn rejects_reservation_served_out_of_order() {
+    for kind in [Queue, Stack] {
+        for (first_op, second_op) in [(RT, RT), (RT, Pop), (Pop, RT)] {
+            let build = |right: bool| {
+                let mut b = Builder::new();
+                let a = b.invoke(0, first_op);
+                b.waiting(a);
+                let c = b.invoke(1, second_op);
+                b.waiting(c);
+                b.call(2, Push(1), Pushed);
+                b.call(2, Push(2), Pushed);
+                let queue_order = (kind == Queue) == right;
+                let (got_1, got_2) = if queue_order { (a, c) } else { (c, a) };
+                b.ret(got_1, Value(1)).ret(got_2, Value(2));
+                b.build()
+            };
+            rejects(kind, &build(false));
+            accepts(kind, &build(true));
+        }
+    }
+}
+
+/// A value given back by a dropped handle, then popped twice.
+#[test]
+fn rejects_given_back_value_popped_twice() {
+    for kind in [Queue, Stack] {
+        for via_request in [false, true] {
+            let build = |twice: bool| {
+                let mut b = Builder::new();
+                if via_request {
+                    let r = b.invoke(0, RD);
+                    b.waiting(r);
+                    b.call(1, Push(1), Pushed);
+                    b.call(1, TryPop, Empty);
+                    b.ret(r, Dropped(Linked));
+                } else {
+                    b.call(1, Push(1), Pushed);
+                    b.call(0, RD, Dropped(Ready));
+                }
+                let p = b.invoke(2, Pop);
+                b.call(1, TryPop, Value(1));
+                b.call(1, Push(2), Pushed);
+                b.ret(p, Value(if twice { 1 } else { 2 }));
+                b.build()
+            };
+            rejects(kind, &build(true));
+            accepts(kind, &build(false));
+        }
+    }
+}
+
+/// A give-back lands at the back of the queue and on top of the stack. 1
+/// and 2 are stored; a reservation takes one at once and is dropped while
+/// 3 is pushed. Queue: it took 1, which comes back behind 2 (before or
+/// after 3): pops 2, 1, 3 or 2, 3, 1; 1, 2, 3 would need it put back in
+/// front. Stack: it took 2 (or 3, if it reserved after the push) and puts
+/// it back on top: pops 2, 3, 1 or 3, 2, 1; 3, 1, 2 would need 2 put back
+/// under 1. The wrong ends are rejected.
+#[test]
+fn rejects_give_back_at_the_wrong_end() {
+    for kind in [Queue, Stack] {
+        let (right, wrong): (&[[u64; 3]], [u64; 3]) = match kind {
+            Queue => (&[[2, 1, 3], [2, 3, 1]], [1, 2, 3]),
+            Stack => (&[[2, 3, 1], [3, 2, 1]], [3, 1, 2]),
+        };
+        let build = |order: [u64; 3]| {
+            let mut b = Builder::new();
+            b.call(1, Push(1), Pushed);
+            b.call(1, Push(2), Pushed);
+            let r = b.invoke(0, RD);
+            b.call(1, Push(3), Pushed);
+            b.ret(r, Dropped(Ready));
+            for v in order {
+                b.call(2, TryPop, Value(v));
+            }
+            b.build()
+        };
+        for &order in right {
+            accepts(kind, &build(order));
+        }
+        rejects(kind, &build(wrong));
+    }
+}
+
+/// The handle's state must match the structure: Ready only if a value was
+/// there to take, Linked only if none was (and it is open), NotYet only if
+/// nothing had arrived (a value stored before `reserve` is taken at once),
+/// Closed only once closed.
+#[test]
+fn rejects_wrong_handle_state() {
+    for kind in [Queue, Stack] {
+        // (1 stored first, the operation, its result, the try_pop after it,
+        // accepted)
+        for (stored, op, ret, after, ok) in [
+            (true, RD, Dropped(Ready), Value(1), true),
+            (false, RD, Dropped(Ready), Empty, false),
+            (false, RD, Dropped(Linked), Empty, true),
+            (true, RD, Dropped(Linked), Value(1), false),
+            (true, RT, Value(1), Empty, true),
+            (true, RT, NotYet(Linked), Value(1), false),
+            (false, RT, NotYet(Linked), Empty, true),
+            (false, RD, Dropped(SHUT), Empty, false),
+            (false, RT, NotYet(SHUT), Empty, false),
+        ] {
+            let mut b = Builder::new();
+            if stored {
+                b.call(1, Push(1), Pushed);
+            }
+            b.call(0, op, ret);
+            b.call(1, TryPop, after);
+            if ok {
+                accepts(kind, &b.build());
+            } else {
+                rejects(kind, &b.build());
+            }
+        }
+    }
+}
+
+/// A reservation that returned (its handle dropped while it waited) is
+/// cancelled: a later push stores its value, which a pop then finds.
+#[test]
+fn rejects_value_delivered_to_a_dropped_reservation() {
+    for kind in [Queue, Stack] {
+        for (op, ret) in [(RD, Dropped(Linked)), (RT, NotYet(Linked))] {
+            let build = |found: bool| {
+                let mut b = Builder::new();
+                b.call(0, op, ret);
+                b.call(1, Push(1), Pushed);
+                b.call(1, TryPop, if found { Value(1) } else { Empty });
+                b.build()
+            };
+            rejects(kind, &build(false));
+            accepts(kind, &build(true));
+        }
+    }
+}
+
+/// A reservation finished by close reports NotYet(Closed); a reservation
+/// that waited while the structure stayed open cannot, and one whose
+/// try_take saw a waiting reservation cannot have been finished by a close
+/// that completed before it started.
+#[test]
+fn reservation_and_close() {
+    for kind in [Queue, Stack] {
+        let build = |closed: bool, ret: Ret| {
+            let mut b = Builder::new();
+            let r = b.invoke(0, RT);
+            b.waiting(r);
+            if closed {
+                b.call(1, Close, CloseReturned(true));
+            }
+            b.ret(r, ret);
+            b.build()
+        };
+        accepts(kind, &build(true, NotYet(SHUT)));
+        accepts(kind, &build(true, NotYet(Linked))); // try_take before close
+        accepts(kind, &build(false, NotYet(Linked)));
+        rejects(kind, &build(false, NotYet(SHUT)));
+        rejects(kind, &build(true, Value(1)));
+
+        let mut b = Builder::new();
+        b.call(1, Close, CloseReturned(true));
+        b.call(0, RT, NotYet(Linked));
+        rejects(kind, &b.build());
+    }
+}

@@ -5,13 +5,17 @@
 //! Each history: three worker threads run two to four random operations
 //! each (push, try_pop, pop_timeout with zero, tiny and short timeouts,
 //! blocking pop, close, try_transfer, transfer_timeout with tiny and short
-//! timeouts, blocking transfer), starting together at a barrier. A blocking
-//! `pop` or `transfer` appears only in histories with a `close` that no
-//! blocking call precedes in its own thread, so nothing waits for ever. Workers also *watch* now
-//! and then: when the waiting reservations they count match the pops in
-//! flight, those pops are marked as seen waiting, which lets the checker
-//! check the order waiters are served in (without marks a request is not
-//! observable; see `waiter_order_needs_a_mark` in `lincheck_checker.rs`).
+//! timeouts, blocking transfer, and reservation handles: `reserve` then a
+//! drop, or one `try_take` and a drop, each with the handle held for 0 or
+//! 20 µs before its follow-ups, or `wait_timeout(0)`, or `wait`), starting
+//! together at a barrier. A blocking `pop`, `transfer` or `reserve().wait()`
+//! appears only in histories with a `close` that no blocking call precedes
+//! in its own thread, so nothing waits for ever. Workers also *watch* now
+//! and then: when the waiting reservations they count match the pops and
+//! reservation handles in flight, those are marked as seen waiting, which
+//! lets the checker check the order waiters are served in (without marks a
+//! request is not observable; see `waiter_order_needs_a_mark` in
+//! `lincheck_checker.rs`).
 //! The threads are reused from history to history; the main thread checks
 //! one history while the workers run the next.
 //!
@@ -31,11 +35,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dualq::{DualQueue, DualStack};
-use lincheck::{check, Call, Dual, Event, History, Op, Recorder, Ret};
+use lincheck::{check, Call, Dual, Event, Handle, History, Op, Recorder, Ret};
 
 /// Histories per structure unless `DUALQ_LIN_HISTORIES` says otherwise.
 const HISTORIES: u64 = if cfg!(miri) { 10 } else { 100_000 };
 const WORKERS: usize = 3;
+/// How long a reservation handle is held before its follow-ups (when held).
+const HOLD: Duration = Duration::from_micros(20);
 /// How long a history may run before the test declares it hung.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -94,17 +100,23 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
             }
             let blocking_ok = closer.is_some() && close_at.map_or(true, |c| j > c);
             let value = (w as u64 + 1) * 100 + j as u64;
-            let op = match rng.below(24) {
-                0..=7 => Op::Push(value),
-                8..=10 => Op::TryPop,
-                11..=12 => Op::PopTimeout(Duration::ZERO),
-                13..=14 => Op::PopTimeout(Duration::from_micros(1)),
-                15 => Op::PopTimeout(Duration::from_micros(50)),
-                16 if closer.is_some() => Op::Close,
-                17 => Op::TryTransfer(value),
-                18 => Op::TransferTimeout(value, Duration::from_micros(1)),
-                19 => Op::TransferTimeout(value, Duration::from_micros(50)),
-                20 if blocking_ok => Op::Transfer(value),
+            let op = match rng.below(32) {
+                0..=9 => Op::Push(value),
+                10..=12 => Op::TryPop,
+                13..=14 => Op::PopTimeout(Duration::ZERO),
+                15..=16 => Op::PopTimeout(Duration::from_micros(1)),
+                17 => Op::PopTimeout(Duration::from_micros(50)),
+                18 if closer.is_some() => Op::Close,
+                19 => Op::TryTransfer(value),
+                20 => Op::TransferTimeout(value, Duration::from_micros(1)),
+                21 => Op::TransferTimeout(value, Duration::from_micros(50)),
+                22 if blocking_ok => Op::Transfer(value),
+                23 => Op::ReserveDrop(Duration::ZERO),
+                24 => Op::ReserveDrop(HOLD),
+                25 => Op::ReserveTryTake(Duration::ZERO),
+                26 => Op::ReserveTryTake(HOLD),
+                27 => Op::ReserveWaitTimeout(Duration::ZERO),
+                28 if blocking_ok => Op::ReserveWait,
                 _ if blocking_ok => Op::Pop,
                 _ => Op::PopTimeout(Duration::from_micros(20)),
             };
@@ -120,8 +132,9 @@ struct Round<D> {
     target: D,
     rec: Recorder,
     ops: Vec<Vec<Action>>,
-    /// Per worker: 1 + the invocation ticket of its `pop` or non-zero
-    /// `pop_timeout` in progress (the operations that can wait), or 0.
+    /// Per worker: 1 + the invocation ticket of its `pop`, non-zero
+    /// `pop_timeout` or `reserve_*` in progress (the operations that can
+    /// wait), or 0.
     in_flight: Vec<AtomicU64>,
     /// Workers past the barrier: each spins until all are, so they start
     /// closer together than a barrier's staggered wake-ups alone allow.
@@ -230,12 +243,12 @@ where
     }
     println!(
         "{name}: {histories} histories checked in {:.1?}, {overlapping} with operations \
-         of different threads overlapping, {marked} pops marked as seen waiting \
+         of different threads overlapping, {marked} waiters marked as seen waiting \
          ({configurations} search configurations)",
         start.elapsed()
     );
     for (k, n) in &results {
-        println!("  {k:<28} {n}");
+        println!("  {k:<44} {n}");
     }
 }
 
@@ -249,9 +262,7 @@ fn run_script<D: Dual>(round: &Round<D>, w: usize) -> Done {
     let (mut calls, mut marks) = (Vec::new(), Vec::new());
     for &action in &round.ops[w] {
         match action {
-            Action::Op(op @ (Op::Pop | Op::PopTimeout(_)))
-                if op != Op::PopTimeout(Duration::ZERO) =>
-            {
+            Action::Op(op) if can_wait(op) => {
                 let invoked = rec.now();
                 // SeqCst: before the call, so before its reservation is
                 // linked; see `watch`.
@@ -274,14 +285,35 @@ fn run_script<D: Dual>(round: &Round<D>, w: usize) -> Done {
     (calls, marks)
 }
 
-/// Marks the pops that provably wait now. Reads the set S of operations
-/// that can wait and are in flight, counts the waiting reservations (n),
-/// and reads S again. A waiting reservation belongs to an
-/// operation in flight whose `in_flight` entry was stored before it linked
-/// the reservation, so before the count saw it, so the second read of S
-/// includes it; if S did not change, each reservation counted is one
-/// operation of S. So n == |S| means every operation in S had linked its
-/// reservation (made its request) before any ticket taken now.
+/// Whether `op` can link a reservation: the operations `watch` counts.
+/// (`pop_timeout(0)` never links: it is a `try_pop`.)
+fn can_wait(op: Op) -> bool {
+    match op {
+        Op::Pop
+        | Op::ReserveDrop(_)
+        | Op::ReserveTryTake(_)
+        | Op::ReserveWait
+        | Op::ReserveWaitTimeout(_) => true,
+        Op::PopTimeout(d) => !d.is_zero(),
+        Op::Push(_)
+        | Op::TryPop
+        | Op::Close
+        | Op::Transfer(_)
+        | Op::TransferTimeout(..)
+        | Op::TryTransfer(_) => false,
+    }
+}
+
+/// Marks the pops and reservation handles that provably wait now. Reads
+/// the set S of operations that can wait and are in flight, counts the
+/// waiting reservations (n), and reads S again. A waiting reservation
+/// belongs to an operation in flight (a handle cancels its reservation
+/// when dropped, before its operation returns) whose `in_flight` entry was
+/// stored before it linked the reservation, so before the count saw it, so
+/// the second read of S includes it; if S did not change, each reservation
+/// counted is one operation of S. So n == |S| means every operation in S
+/// had linked its reservation (made its request) before any ticket taken
+/// now.
 fn watch<D: Dual>(round: &Round<D>, marks: &mut Vec<(u64, u64)>) {
     let read = || -> Vec<u64> {
         round
@@ -319,6 +351,13 @@ fn op_kind(op: &Op) -> &'static str {
         Op::Transfer(_) => "transfer",
         Op::TransferTimeout(..) => "transfer_timeout",
         Op::TryTransfer(_) => "try_transfer",
+        Op::ReserveDrop(d) if d.is_zero() => "reserve_drop",
+        Op::ReserveDrop(_) => "reserve_drop(hold)",
+        Op::ReserveTryTake(d) if d.is_zero() => "reserve_try_take",
+        Op::ReserveTryTake(_) => "reserve_try_take(hold)",
+        Op::ReserveWait => "reserve_wait",
+        Op::ReserveWaitTimeout(d) if d.is_zero() => "reserve_wait_timeout(0)",
+        Op::ReserveWaitTimeout(_) => "reserve_wait_timeout",
     }
 }
 
@@ -334,6 +373,12 @@ fn ret_kind(ret: &Ret) -> &'static str {
         Ret::CloseReturned(false) => "false",
         Ret::Withdrawn(_) => "Withdrawn",
         Ret::NoConsumer(_) => "NoConsumer",
+        Ret::Dropped(Handle::Ready) => "Dropped(Ready)",
+        Ret::Dropped(Handle::Linked) => "Dropped(Linked)",
+        Ret::Dropped(Handle::Closed) => "Dropped(Closed)",
+        Ret::NotYet(Handle::Ready) => "NotYet(Ready)",
+        Ret::NotYet(Handle::Linked) => "NotYet(Linked)",
+        Ret::NotYet(Handle::Closed) => "NotYet(Closed)",
     }
 }
 

@@ -42,6 +42,38 @@
 //!   `Closed(v)`.
 //! * `try_transfer(v)` is one step: a push's if a waiter exists (`Ok`),
 //!   else `NoConsumer(v)` while open, `Closed(v)` once closed.
+//! * Reservation handles (`reserve()` and a follow-up on the returned
+//!   `Reservation`) are recorded as one *composite* operation each, from the
+//!   invocation of `reserve` to the moment the handle is consumed (dropped,
+//!   or spent by `wait*`); [`Op`] has one per follow-up. Their first step is
+//!   `reserve`'s: it *takes* the front (queue) or top (stack) value
+//!   (exactly a `try_pop`'s step; the handle is `Ready`), or, open and
+//!   empty, makes a *request* (exactly a blocking pop's: the caller joins
+//!   the waiters; `Linked`), or, closed and empty, does nothing (`Closed`).
+//!   A request then ends as a pop's does: fulfilled by a push, finished by
+//!   `close`, or withdrawn by a *cancel* step of the operation's own. A
+//!   handle that *holds* a value (taken at once, or fulfilled) and does not
+//!   return it makes a *give-back* step when it is dropped: a push of that
+//!   value by this operation, with a push's three outcomes (stored at the
+//!   back / on top; handed to the oldest / newest waiter, which may be
+//!   another reservation; refused once closed, the value then dropped).
+//!   - `reserve_drop` ([`Op::ReserveDrop`], result [`Ret::Dropped`] with
+//!     the handle's state right after `reserve`): take then give back;
+//!     request then cancel, or be closed, or be fulfilled then give back;
+//!     or nothing (closed and empty).
+//!   - `reserve_try_take` ([`Op::ReserveTryTake`]: one `try_take`, then
+//!     the drop): `Value(v)` if it took `v` at once or was fulfilled with
+//!     `v` before the `try_take`; else [`Ret::NotYet`] with the handle's
+//!     state after the `try_take`: `Linked` (it was still waiting; the drop
+//!     then cancels, or finds it closed, or finds a value that arrived in
+//!     between and gives it back) or `Closed` (closed and empty at
+//!     `reserve`, or its request was finished by `close`). The `try_take`
+//!     itself changes nothing, so it is not a step of its own: its
+//!     observation is linearized together with the step it follows (the
+//!     fulfilment for `Value`, the request or the `close` for `NotYet`),
+//!     which is always a valid place for it (see "The search").
+//!   - `reserve_wait` and `reserve_wait_timeout` are `pop` and
+//!     `pop_timeout`, step for step.
 //!
 //! Values (stored or offered) and requests are both FIFO in the queue and
 //! both LIFO in the stack. The structure never holds values and requests at
@@ -89,6 +121,18 @@
 //! move on). The search tries every run of enabled steps until the need is
 //! met, so it finds this order. The memo only prunes configurations already
 //! explored, whose futures are identical.
+//!
+//! The composite reservation operations keep this: each of their steps
+//! (take, request, cancel, give-back) is a step of that operation alone, or,
+//! for a fulfilment, of the pushing operation and the fulfilled one (a
+//! give-back that hands its value to a waiter is such a push), and an
+//! operation holding a value is not finished until its give-back, so its
+//! response needs that step. A `try_take` observation is no step: in any
+//! valid order it can be moved back to just after the step it is merged
+//! with (it changes no state, and nothing but its own operation's interval
+//! and order constrains it; `NotYet(Linked)` needs only that no fulfilment
+//! or close of this request precedes it, `Value` only that the fulfilment
+//! does), so merging it loses no order.
 
 #![allow(dead_code)]
 
@@ -102,7 +146,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dualq::{
-    DualQueue, DualStack, PopTimeoutError, TransferTimeoutError, TryPopError, TryTransferError,
+    DualQueue, DualStack, PopTimeoutError, Reservation, TransferTimeoutError, TryPopError,
+    TryTransferError,
 };
 
 /// Which discipline the specification follows.
@@ -125,6 +170,26 @@ pub enum Op {
     Transfer(u64),
     TransferTimeout(u64, Duration),
     TryTransfer(u64),
+    /// `reserve()`, hold the handle for the duration, drop it.
+    ReserveDrop(Duration),
+    /// `reserve()`, hold the handle for the duration, `try_take()` once,
+    /// hold it again if that returned `None`, drop it.
+    ReserveTryTake(Duration),
+    /// `reserve().wait()`: a `pop`.
+    ReserveWait,
+    /// `reserve().wait_timeout(d)`: a `pop_timeout(d)`.
+    ReserveWaitTimeout(Duration),
+}
+
+/// The state of a `Reservation` handle, as its `Debug` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Handle {
+    /// `reserve` took a stored value.
+    Ready,
+    /// A reservation is in line (fulfilled or not).
+    Linked,
+    /// Closed and empty, or the reservation was finished by `close`.
+    Closed,
 }
 
 /// An operation's result.
@@ -148,6 +213,12 @@ pub enum Ret {
     Withdrawn(u64),
     /// `try_transfer` found no consumer, handing back this value.
     NoConsumer(u64),
+    /// `reserve_drop`: the handle was dropped; its state right after
+    /// `reserve`.
+    Dropped(Handle),
+    /// `reserve_try_take`: `try_take` returned `None`; the handle's state
+    /// right after it (`Linked` or `Closed`).
+    NotYet(Handle),
 }
 
 /// One completed operation as recorded: `invoked` and `returned` are tickets
@@ -167,8 +238,8 @@ pub struct Call {
 pub enum Event {
     Invoke(usize),
     Return(usize),
-    /// The operation (a `pop` or `pop_timeout`) had made its request before
-    /// this point: it was seen waiting.
+    /// The operation (a `pop`, `pop_timeout` or `reserve_*`) had made its
+    /// request before this point: it was seen waiting.
     Waiting(usize),
 }
 
@@ -241,6 +312,10 @@ fn op_name(op: &Op) -> String {
         Op::Transfer(v) => format!("transfer({v})"),
         Op::TransferTimeout(v, d) => format!("transfer_timeout({v}, {d:?})"),
         Op::TryTransfer(v) => format!("try_transfer({v})"),
+        Op::ReserveDrop(d) => format!("reserve_drop({d:?})"),
+        Op::ReserveTryTake(d) => format!("reserve_try_take({d:?})"),
+        Op::ReserveWait => "reserve_wait()".to_string(),
+        Op::ReserveWaitTimeout(d) => format!("reserve_wait_timeout({d:?})"),
     }
 }
 
@@ -255,6 +330,8 @@ fn ret_name(ret: &Ret) -> String {
         Ret::CloseReturned(b) => format!("{b}"),
         Ret::Withdrawn(v) => format!("Err(Timeout({v}))"),
         Ret::NoConsumer(v) => format!("Err(NoConsumer({v}))"),
+        Ret::Dropped(h) => format!("Dropped({h:?})"),
+        Ret::NotYet(h) => format!("None({h:?})"),
     }
 }
 
@@ -437,6 +514,67 @@ fn ret_of_timeout(r: Result<u64, PopTimeoutError>) -> Ret {
     }
 }
 
+/// A handle's state, read from its `Debug` (the only place it shows).
+///
+/// # Panics
+///
+/// If the `Debug` output names none of the states.
+fn handle_of(r: &Reservation<'_, u64>) -> Handle {
+    let shown = format!("{r:?}");
+    for (name, h) in [
+        ("\"Ready\"", Handle::Ready),
+        ("\"Linked\"", Handle::Linked),
+        ("\"Closed\"", Handle::Closed),
+    ] {
+        if shown.contains(name) {
+            return h;
+        }
+    }
+    panic!("unexpected Reservation Debug output: {shown}");
+}
+
+/// Holds a reservation handle for `d` before its next follow-up: spins
+/// with yields (a sleep would last tens of microseconds at least). Under
+/// loom, which has no clock, a non-zero hold is one yield.
+fn hold(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    {
+        let start = std::time::Instant::now();
+        while start.elapsed() < d {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// `reserve_drop`: the state `reserve` returned; then the handle is held
+/// and dropped.
+fn reserve_drop(r: Reservation<'_, u64>, d: Duration) -> Ret {
+    let h = handle_of(&r);
+    hold(d);
+    drop(r);
+    Ret::Dropped(h)
+}
+
+/// `reserve_try_take`: one `try_take` after a hold, then another hold and
+/// the drop.
+fn reserve_try_take(mut r: Reservation<'_, u64>, d: Duration) -> Ret {
+    hold(d);
+    let ret = match r.try_take() {
+        Some(v) => Ret::Value(v),
+        None => Ret::NotYet(handle_of(&r)),
+    };
+    if matches!(ret, Ret::NotYet(_)) {
+        hold(d);
+    }
+    drop(r);
+    ret
+}
+
 /// `Dual` for one structure: the same forwarding for both.
 macro_rules! impl_dual {
     ($ty:ident, $kind:expr) => {
@@ -454,6 +592,10 @@ macro_rules! impl_dual {
                         ret_of_transfer_timeout(self.transfer_timeout(v, d))
                     }
                     Op::TryTransfer(v) => ret_of_try_transfer(self.try_transfer(v)),
+                    Op::ReserveDrop(d) => reserve_drop(self.reserve(), d),
+                    Op::ReserveTryTake(d) => reserve_try_take(self.reserve(), d),
+                    Op::ReserveWait => ret_of_pop(self.reserve().wait()),
+                    Op::ReserveWaitTimeout(d) => ret_of_timeout(self.reserve().wait_timeout(d)),
                 }
             }
             fn waiting(&self) -> usize {
@@ -473,6 +615,10 @@ enum Progress {
     Idle,
     /// Its request is among the waiters.
     Waiting,
+    /// A reservation handle holds `value` (taken at once, or fulfilled) and
+    /// gives it back when dropped: the give-back step is next. `requested`
+    /// if it made a request.
+    Holding { value: u64, requested: bool },
     /// All its steps are linearized; `requested` if one was a request.
     Done { requested: bool },
 }
@@ -596,23 +742,26 @@ impl Search<'_> {
                 return true;
             };
             let needs = match event {
-                Event::Invoke(_) => None,
-                Event::Return(i) => (!matches!(c.progress[i], Progress::Done { .. })).then_some(i),
-                Event::Waiting(i) => matches!(
-                    c.progress[i],
-                    Progress::Idle | Progress::Done { requested: false }
-                )
-                .then_some(i),
-            };
-            match needs {
-                None => c.pos += 1, // nothing to do: move on (just in time)
-                Some(i) => {
-                    if matches!(c.progress[i], Progress::Done { requested: false }) {
-                        return false; // marked waiting, but it never requested
+                Event::Invoke(_) => false,
+                Event::Return(i) => !matches!(c.progress[i], Progress::Done { .. }),
+                Event::Waiting(i) => match c.progress[i] {
+                    Progress::Idle => true,
+                    Progress::Waiting
+                    | Progress::Holding {
+                        requested: true, ..
                     }
-                    break;
-                }
+                    | Progress::Done { requested: true } => false,
+                    // Marked waiting, but it never requested.
+                    Progress::Holding {
+                        requested: false, ..
+                    }
+                    | Progress::Done { requested: false } => return false,
+                },
+            };
+            if needs {
+                break;
             }
+            c.pos += 1; // nothing to do: move on (just in time)
         }
         if !self.seen.insert(c.clone()) {
             return false;
@@ -631,9 +780,83 @@ impl Search<'_> {
         false
     }
 
+    /// Where in `waiters` a push serves: the oldest (queue), the newest
+    /// (stack).
+    fn served(&self, s: &Spec) -> usize {
+        match self.kind {
+            Kind::Queue => 0,
+            Kind::Stack => s.waiters.len() - 1,
+        }
+    }
+
+    /// The progress of waiter `w` once a push hands it `v`, or `None` if
+    /// its result rules that out: a pop must return `v`, a reservation
+    /// handle that does not return a value then holds `v`.
+    fn delivered(&self, w: usize, v: u64) -> Option<Progress> {
+        let call = &self.h.calls[w];
+        match (call.op, call.ret) {
+            (_, Ret::Value(got)) => (got == v).then_some(Progress::Done { requested: true }),
+            (Op::ReserveDrop(_), Ret::Dropped(Handle::Linked))
+            | (Op::ReserveTryTake(_), Ret::NotYet(Handle::Linked)) => Some(Progress::Holding {
+                value: v,
+                requested: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether `close` may finish waiter `w`'s request.
+    fn closable(&self, w: usize) -> bool {
+        let call = &self.h.calls[w];
+        match (call.op, call.ret) {
+            (_, Ret::Closed) => true,
+            // Dropped while waiting: its cancel found the close.
+            (Op::ReserveDrop(_), Ret::Dropped(Handle::Linked)) => true,
+            // Closed before its `try_take`, or after (the drop's cancel found
+            // the close).
+            (Op::ReserveTryTake(_), Ret::NotYet(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// What a consumer finds now: `Some(Some(e))`, the front (queue) or top
+    /// (stack) value; `Some(None)`, no value; `None`, a waiting transfer's
+    /// offer that no consumer may take (its transfer did not return `Ok`).
+    fn front(&self, s: &Spec) -> Option<Option<Entry>> {
+        let front = match self.kind {
+            Kind::Queue => s.values.first(),
+            Kind::Stack => s.values.last(),
+        };
+        match front {
+            None => Some(None),
+            Some(&e) if e.offer.map_or(true, |t| self.h.calls[t].ret == Ret::Pushed) => {
+                Some(Some(e))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Removes `e`, the front (or top) value, from `n`.
+    fn take(&self, n: &mut Config, e: Entry) {
+        match self.kind {
+            Kind::Queue => n.spec.values.remove(0),
+            Kind::Stack => n.spec.values.pop().unwrap(),
+        };
+        // Taking an offer is its transfer's fulfilment.
+        if let Some(t) = e.offer {
+            n.progress[t] = Progress::Done { requested: true };
+        }
+    }
+
     /// The configurations reachable by one step of operation `i`.
     fn steps(&self, c: &Config, i: usize) -> Vec<Config> {
         let call = &self.h.calls[i];
+        // The reserve-then-wait operations are pops, step for step.
+        let op = match call.op {
+            Op::ReserveWait => Op::Pop,
+            Op::ReserveWaitTimeout(d) => Op::PopTimeout(d),
+            op => op,
+        };
         let s = &c.spec;
         let mut out = Vec::new();
         let mut with = |f: &dyn Fn(&mut Config)| {
@@ -643,16 +866,42 @@ impl Search<'_> {
         };
         match c.progress[i] {
             Progress::Done { .. } => {}
-            Progress::Waiting => match (call.op, call.ret) {
-                // A timed pop's cancel.
-                (Op::PopTimeout(_), Ret::Timeout) => with(&|n| {
+            Progress::Holding { value, requested } => {
+                // The give-back: a push of `value` by this operation.
+                let done = Progress::Done { requested };
+                if s.closed {
+                    // Refused: the value is dropped with the handle.
+                    with(&|n| n.progress[i] = done);
+                } else if s.waiters.is_empty() {
+                    with(&|n| {
+                        n.spec.values.push(Entry { value, offer: None });
+                        n.progress[i] = done;
+                    });
+                } else {
+                    let at = self.served(s);
+                    let w = s.waiters[at];
+                    if let Some(p) = self.delivered(w, value) {
+                        with(&|n| {
+                            n.spec.waiters.remove(at);
+                            n.progress[w] = p;
+                            n.progress[i] = done;
+                        });
+                    }
+                }
+            }
+            Progress::Waiting => match (op, call.ret) {
+                // A timed pop's cancel, or a dropped reservation's that
+                // holds no value (it was still waiting at its `try_take`).
+                (Op::PopTimeout(_), Ret::Timeout)
+                | (Op::ReserveDrop(_), Ret::Dropped(Handle::Linked))
+                | (Op::ReserveTryTake(_), Ret::NotYet(Handle::Linked)) => with(&|n| {
                     n.spec.waiters.retain(|&w| w != i);
                     n.progress[i] = Progress::Done { requested: true };
                 }),
                 // A timed transfer's withdrawal, or any transfer learning of
                 // the close: its offer leaves, its value comes back.
                 (Op::Transfer(v) | Op::TransferTimeout(v, _), ret)
-                    if ret == Ret::Withdrawn(v) && matches!(call.op, Op::TransferTimeout(..))
+                    if ret == Ret::Withdrawn(v) && matches!(op, Op::TransferTimeout(..))
                         || ret == Ret::Rejected(v) && s.closed =>
                 {
                     with(&|n| {
@@ -662,21 +911,18 @@ impl Search<'_> {
                 }
                 _ => {}
             },
-            Progress::Idle => match (call.op, call.ret) {
+            Progress::Idle => match (op, call.ret) {
                 (
                     Op::Push(v) | Op::Transfer(v) | Op::TransferTimeout(v, _) | Op::TryTransfer(v),
                     ret,
                 ) if !s.closed && !s.waiters.is_empty() && ret == Ret::Pushed => {
                     // A waiter exists: every producer hands over, one step.
-                    let at = match self.kind {
-                        Kind::Queue => 0,
-                        Kind::Stack => s.waiters.len() - 1,
-                    };
+                    let at = self.served(s);
                     let w = s.waiters[at];
-                    if self.h.calls[w].ret == Ret::Value(v) {
+                    if let Some(p) = self.delivered(w, v) {
                         with(&|n| {
                             n.spec.waiters.remove(at);
-                            n.progress[w] = Progress::Done { requested: true };
+                            n.progress[w] = p;
                             n.progress[i] = Progress::Done { requested: false };
                         });
                     }
@@ -687,7 +933,7 @@ impl Search<'_> {
                         && (ret == Ret::Pushed
                             || ret == Ret::Rejected(v)
                             || ret == Ret::Withdrawn(v)
-                                && matches!(call.op, Op::TransferTimeout(..))) =>
+                                && matches!(op, Op::TransferTimeout(..))) =>
                 {
                     // The offer step: the value joins the stored ones.
                     with(&|n| {
@@ -718,62 +964,71 @@ impl Search<'_> {
                         n.progress[i] = Progress::Done { requested: false };
                     });
                 }
-                (Op::Close, Ret::CloseReturned(opened)) if opened != s.closed => {
-                    let all_closed = s
-                        .waiters
-                        .iter()
-                        .all(|&w| self.h.calls[w].ret == Ret::Closed);
-                    if all_closed {
+                (Op::Close, Ret::CloseReturned(opened))
+                    if opened != s.closed && s.waiters.iter().all(|&w| self.closable(w)) =>
+                {
+                    with(&|n| {
+                        for w in std::mem::take(&mut n.spec.waiters) {
+                            n.progress[w] = Progress::Done { requested: true };
+                        }
+                        n.spec.closed = true;
+                        n.progress[i] = Progress::Done { requested: false };
+                    });
+                }
+                (Op::Pop | Op::TryPop | Op::PopTimeout(_), ret) => match (self.front(s), ret) {
+                    (Some(Some(e)), Ret::Value(got)) if e.value == got => with(&|n| {
+                        self.take(n, e);
+                        n.progress[i] = Progress::Done { requested: false };
+                    }),
+                    (Some(None), Ret::Closed) if s.closed => {
+                        with(&|n| n.progress[i] = Progress::Done { requested: false })
+                    }
+                    (Some(None), Ret::Empty) if !s.closed && op == Op::TryPop => {
+                        with(&|n| n.progress[i] = Progress::Done { requested: false })
+                    }
+                    (Some(None), Ret::Value(_) | Ret::Closed | Ret::Timeout)
+                        if !s.closed
+                            && op != Op::TryPop
+                            && (ret != Ret::Timeout || op != Op::Pop) =>
+                    {
                         with(&|n| {
-                            for w in std::mem::take(&mut n.spec.waiters) {
-                                n.progress[w] = Progress::Done { requested: true };
-                            }
-                            n.spec.closed = true;
-                            n.progress[i] = Progress::Done { requested: false };
-                        });
+                            n.spec.waiters.push(i);
+                            n.progress[i] = Progress::Waiting;
+                        })
                     }
-                }
-                (Op::Pop | Op::TryPop | Op::PopTimeout(_), ret) => {
-                    let front = match self.kind {
-                        Kind::Queue => s.values.first(),
-                        Kind::Stack => s.values.last(),
-                    };
-                    match (front, ret) {
-                        (Some(&e), Ret::Value(got))
-                            if e.value == got
-                                && e.offer.map_or(true, |t| self.h.calls[t].ret == Ret::Pushed) =>
-                        {
-                            with(&|n| {
-                                match self.kind {
-                                    Kind::Queue => n.spec.values.remove(0),
-                                    Kind::Stack => n.spec.values.pop().unwrap(),
-                                };
-                                // Taking an offer is its transfer's fulfilment.
-                                if let Some(t) = e.offer {
-                                    n.progress[t] = Progress::Done { requested: true };
-                                }
-                                n.progress[i] = Progress::Done { requested: false };
-                            })
-                        }
-                        (None, Ret::Closed) if s.closed => {
-                            with(&|n| n.progress[i] = Progress::Done { requested: false })
-                        }
-                        (None, Ret::Empty) if !s.closed && call.op == Op::TryPop => {
-                            with(&|n| n.progress[i] = Progress::Done { requested: false })
-                        }
-                        (None, Ret::Value(_) | Ret::Closed | Ret::Timeout)
-                            if !s.closed
-                                && call.op != Op::TryPop
-                                && (ret != Ret::Timeout || call.op != Op::Pop) =>
-                        {
-                            with(&|n| {
-                                n.spec.waiters.push(i);
-                                n.progress[i] = Progress::Waiting;
-                            })
-                        }
-                        _ => {}
+                    _ => {}
+                },
+                // `reserve`'s step: take, request, or find closed and empty.
+                (Op::ReserveDrop(_) | Op::ReserveTryTake(_), ret) => match (self.front(s), ret) {
+                    // Taken at once: the handle holds the value...
+                    (Some(Some(e)), Ret::Dropped(Handle::Ready)) => with(&|n| {
+                        self.take(n, e);
+                        n.progress[i] = Progress::Holding {
+                            value: e.value,
+                            requested: false,
+                        };
+                    }),
+                    // ...and `try_take` returns it.
+                    (Some(Some(e)), Ret::Value(got)) if e.value == got => with(&|n| {
+                        self.take(n, e);
+                        n.progress[i] = Progress::Done { requested: false };
+                    }),
+                    (Some(None), Ret::Dropped(Handle::Closed) | Ret::NotYet(Handle::Closed))
+                        if s.closed =>
+                    {
+                        with(&|n| n.progress[i] = Progress::Done { requested: false })
                     }
-                }
+                    (
+                        Some(None),
+                        Ret::Dropped(Handle::Linked)
+                        | Ret::NotYet(Handle::Linked | Handle::Closed)
+                        | Ret::Value(_),
+                    ) if !s.closed => with(&|n| {
+                        n.spec.waiters.push(i);
+                        n.progress[i] = Progress::Waiting;
+                    }),
+                    _ => {}
+                },
                 _ => {}
             },
         }
