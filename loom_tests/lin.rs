@@ -184,6 +184,7 @@ fn assert_main_never_waits(name: &str, scenario: Scenario) {
                 | Op::Close
                 | Op::Transfer(_)
                 | Op::TransferTimeout(..)
+                | Op::TransferAsync(..)
                 | Op::TryTransfer(_)
         )
     };

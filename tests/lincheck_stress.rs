@@ -100,7 +100,7 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
             }
             let blocking_ok = closer.is_some() && close_at.map_or(true, |c| j > c);
             let value = (w as u64 + 1) * 100 + j as u64;
-            let op = match rng.below(32) {
+            let op = match rng.below(34) {
                 0..=9 => Op::Push(value),
                 10..=12 => Op::TryPop,
                 13..=14 => Op::PopTimeout(Duration::ZERO),
@@ -117,6 +117,8 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
                 26 => Op::ReserveTryTake(HOLD),
                 27 => Op::ReserveWaitTimeout(Duration::ZERO),
                 28 if blocking_ok => Op::ReserveWait,
+                29 => Op::TransferAsync(value, Duration::ZERO),
+                30 => Op::TransferAsync(value, HOLD),
                 _ if blocking_ok => Op::Pop,
                 _ => Op::PopTimeout(Duration::from_micros(20)),
             };
@@ -300,6 +302,7 @@ fn can_wait(op: Op) -> bool {
         | Op::Close
         | Op::Transfer(_)
         | Op::TransferTimeout(..)
+        | Op::TransferAsync(..)
         | Op::TryTransfer(_) => false,
     }
 }
@@ -358,6 +361,8 @@ fn op_kind(op: &Op) -> &'static str {
         Op::ReserveWait => "reserve_wait",
         Op::ReserveWaitTimeout(d) if d.is_zero() => "reserve_wait_timeout(0)",
         Op::ReserveWaitTimeout(_) => "reserve_wait_timeout",
+        Op::TransferAsync(_, d) if d.is_zero() => "transfer_async",
+        Op::TransferAsync(..) => "transfer_async(hold)",
     }
 }
 

@@ -146,9 +146,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dualq::{
-    DualQueue, DualStack, PopTimeoutError, Reservation, TransferTimeoutError, TryPopError,
-    TryTransferError,
+    DualQueue, DualStack, PopTimeoutError, Reservation, TransferFuture, TransferTimeoutError,
+    TryPopError, TryTransferError,
 };
+use std::future::Future as _;
 
 /// Which discipline the specification follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,6 +180,11 @@ pub enum Op {
     ReserveWait,
     /// `reserve().wait_timeout(d)`: a `pop_timeout(d)`.
     ReserveWaitTimeout(Duration),
+    /// `transfer_async(v)`: poll the future, hold for the duration, poll
+    /// again, then `withdraw()` it if still pending. The specification
+    /// treats it as `transfer_timeout(v, d)` (the withdrawal is the
+    /// timeout).
+    TransferAsync(u64, Duration),
 }
 
 /// The state of a `Reservation` handle, as its `Debug` shows it.
@@ -316,6 +322,7 @@ fn op_name(op: &Op) -> String {
         Op::ReserveTryTake(d) => format!("reserve_try_take({d:?})"),
         Op::ReserveWait => "reserve_wait()".to_string(),
         Op::ReserveWaitTimeout(d) => format!("reserve_wait_timeout({d:?})"),
+        Op::TransferAsync(v, d) => format!("transfer_async({v}, {d:?})"),
     }
 }
 
@@ -575,6 +582,29 @@ fn reserve_try_take(mut r: Reservation<'_, u64>, d: Duration) -> Ret {
     ret
 }
 
+/// `transfer_async`: a poll, a hold, another poll, then the withdrawal of a
+/// still pending future (never parks: the waker does nothing).
+fn transfer_async(mut future: TransferFuture<'_, u64>, d: Duration) -> Ret {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    for round in 0..2 {
+        if round == 1 {
+            hold(d);
+        }
+        if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut future).poll(&mut cx) {
+            return ret_of_push(r);
+        }
+    }
+    match future.withdraw() {
+        Ok(()) => Ret::Pushed,
+        Err(v) => Ret::Withdrawn(v),
+    }
+}
+
 /// `Dual` for one structure: the same forwarding for both.
 macro_rules! impl_dual {
     ($ty:ident, $kind:expr) => {
@@ -593,6 +623,7 @@ macro_rules! impl_dual {
                     }
                     Op::TryTransfer(v) => ret_of_try_transfer(self.try_transfer(v)),
                     Op::ReserveDrop(d) => reserve_drop(self.reserve(), d),
+                    Op::TransferAsync(v, d) => transfer_async(self.transfer_async(v), d),
                     Op::ReserveTryTake(d) => reserve_try_take(self.reserve(), d),
                     Op::ReserveWait => ret_of_pop(self.reserve().wait()),
                     Op::ReserveWaitTimeout(d) => ret_of_timeout(self.reserve().wait_timeout(d)),
@@ -855,6 +886,8 @@ impl Search<'_> {
         let op = match call.op {
             Op::ReserveWait => Op::Pop,
             Op::ReserveWaitTimeout(d) => Op::PopTimeout(d),
+            // So is an async transfer withdrawn after a hold: a timed one.
+            Op::TransferAsync(v, d) => Op::TransferTimeout(v, d),
             op => op,
         };
         let s = &c.spec;
