@@ -20,9 +20,13 @@ fn lin_stack_push_try_pop() {
     run("lin_stack_push_try_pop", 2, lin::PUSH_TRY_POP);
 }
 
+/// Bound 3: a cancel that drops a value which won the race (a
+/// lost-on-timeout bug planted on purpose) needs three preemptions here (the
+/// waiter's spin-phase yield, then one before its last look, one before its
+/// cancel); bound 2 misses it, bound 3 rejects the history.
 #[test]
 fn lin_stack_push_pop_timeout() {
-    run("lin_stack_push_pop_timeout", 2, lin::PUSH_POP_TIMEOUT);
+    run("lin_stack_push_pop_timeout", 3, lin::PUSH_POP_TIMEOUT);
 }
 
 #[test]
