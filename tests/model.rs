@@ -6,7 +6,9 @@
 //! Besides the single-threaded operations, the model has *waiters*: a step
 //! may start a blocking `pop` on a helper thread (it waits, since the model
 //! says the structure is empty), and the model then predicts exactly which
-//! waiter each later push serves and that `close` wakes them all.
+//! waiter each later push serves and that `close` wakes them all. It also
+//! holds `Reservation` handles, blocked `transfer` threads, and transfer
+//! futures (`transfer_async`) polled, withdrawn or dropped at random steps.
 
 #[macro_use]
 mod common;
@@ -16,12 +18,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{wait_for_waiters, wait_until, Dual, Flavour, Order, Structure};
+use common::{poll_once, wait_for_waiters, wait_until, Dual, Flavour, Order, Structure};
 use dualq::{
-    PopError, PopTimeoutError, PushError, Reservation, TransferTimeoutError, TryPopError,
-    TryTransferError,
+    PopError, PopTimeoutError, PushError, Reservation, TransferFuture, TransferTimeoutError,
+    TryPopError, TryTransferError,
 };
 use proptest::prelude::*;
+use std::task::Poll;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -58,6 +61,15 @@ enum Op {
     /// offer is linked, withdrawn, and the value comes back.
     TransferTimeoutShort(u32),
     WaitingProducers,
+    /// `transfer_async(v)`: a held future, not polled yet (skipped when
+    /// four futures are held).
+    AsyncTransfer(u32),
+    /// Poll the k-th held transfer future once (a no-op waker).
+    PollFuture(usize),
+    /// `withdraw()` the k-th held transfer future.
+    WithdrawFuture(usize),
+    /// Drop the k-th held transfer future (withdraws a pending offer).
+    DropFuture(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -81,6 +93,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u32>().prop_map(Op::TryTransfer),
         1 => any::<u32>().prop_map(Op::TransferTimeoutShort),
         1 => Just(Op::WaitingProducers),
+        1 => any::<u32>().prop_map(Op::AsyncTransfer),
+        2 => any::<usize>().prop_map(Op::PollFuture),
+        1 => any::<usize>().prop_map(Op::WithdrawFuture),
+        1 => any::<usize>().prop_map(Op::DropFuture),
     ]
 }
 
@@ -107,10 +123,31 @@ enum Holds {
     Closed,
 }
 
-/// A value a pop can take: stored, or offered by a blocked producer.
+/// Who offered a value that waits for a consumer.
+enum Producer {
+    /// A thread blocked in `transfer`.
+    Thread(ProducerThread),
+    /// A held transfer future (by its id in [`Model::futures`]).
+    Future(u64),
+}
+
+/// What a held transfer future should report when polled, per the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Not polled yet: holds the value.
+    Unpolled(u32),
+    /// Its offer waits in the structure.
+    Offered(u32),
+    /// A consumer took the offer.
+    Taken,
+    /// Closed while offered: the value comes back.
+    Closed(u32),
+}
+
+/// A value a pop can take: stored, or offered by a waiting producer.
 struct Entry {
     value: u32,
-    producer: Option<ProducerThread>,
+    producer: Option<Producer>,
 }
 
 /// The reference model: the stored values and offers, the waiting
@@ -120,6 +157,7 @@ struct Model<'s> {
     values: VecDeque<Entry>,
     waiters: VecDeque<Waiter>,
     handles: Vec<(u64, Reservation<'s, u32>, Holds)>,
+    futures: Vec<(u64, TransferFuture<'s, u32>, Sent)>,
     next_id: u64,
     closed: bool,
 }
@@ -131,6 +169,7 @@ impl<'s> Model<'s> {
             values: VecDeque::new(),
             waiters: VecDeque::new(),
             handles: Vec::new(),
+            futures: Vec::new(),
             next_id: 0,
             closed: false,
         }
@@ -150,11 +189,25 @@ impl<'s> Model<'s> {
         let Some(entry) = Self::next(self.order, &mut self.values) else {
             return Ok(None);
         };
-        if let Some(producer) = entry.producer {
-            wait_until("the producer to return", || producer.is_finished());
-            prop_assert_eq!(producer.join().expect("producer panicked"), Ok(()));
+        match entry.producer {
+            Some(Producer::Thread(producer)) => {
+                wait_until("the producer to return", || producer.is_finished());
+                prop_assert_eq!(producer.join().expect("producer panicked"), Ok(()));
+            }
+            Some(Producer::Future(id)) => self.future(id).2 = Sent::Taken,
+            None => {}
         }
         Ok(Some(entry.value))
+    }
+
+    fn future(&mut self, id: u64) -> &mut (u64, TransferFuture<'s, u32>, Sent) {
+        self.futures.iter_mut().find(|f| f.0 == id).expect("held")
+    }
+
+    /// Removes the offer of held future `id` from the values.
+    fn unlink_offer(&mut self, id: u64) {
+        self.values
+            .retain(|e| !matches!(e.producer, Some(Producer::Future(f)) if f == id));
     }
 
     fn try_pop(&mut self) -> Result<Result<u32, TryPopError>, TestCaseError> {
@@ -297,18 +350,23 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 // Waiting producers get their values back.
                 let mut kept = VecDeque::new();
+                let mut closed_futures = Vec::new();
                 for e in m.values.drain(..) {
                     match e.producer {
-                        Some(p) => prop_assert_eq!(
+                        Some(Producer::Thread(p)) => prop_assert_eq!(
                             p.join().expect("producer panicked"),
                             Err(PushError(e.value)),
                             "{}",
                             what
                         ),
+                        Some(Producer::Future(id)) => closed_futures.push((id, e.value)),
                         None => kept.push_back(e),
                     }
                 }
                 m.values = kept;
+                for (id, v) in closed_futures {
+                    m.future(id).2 = Sent::Closed(v);
+                }
             }
             Op::Len => prop_assert_eq!(s.len(), m.values.len(), "{}", what),
             Op::IsEmpty => prop_assert_eq!(s.is_empty(), m.values.is_empty(), "{}", what),
@@ -316,7 +374,7 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Waiting => prop_assert_eq!(s.waiting_consumers(), m.waiters.len(), "{}", what),
             Op::WaitingProducers => {
                 let producers = m.values.iter().filter(|e| e.producer.is_some()).count();
-                prop_assert_eq!(s.waiting_producers(), producers, "{}", what)
+                prop_assert_eq!(s.waiting_producers(), producers, "{}", what);
             }
             Op::Reserve => {
                 if m.handles.len() < 4 {
@@ -377,10 +435,71 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert!(!p.is_finished(), "{}: transfer returned untaken", what);
                     m.values.push_back(Entry {
                         value: v,
-                        producer: Some(p),
+                        producer: Some(Producer::Thread(p)),
                     });
                 }
             }
+            Op::AsyncTransfer(v) => {
+                if m.futures.len() < 4 {
+                    let id = m.next_id;
+                    m.next_id += 1;
+                    m.futures
+                        .push((id, s.transfer_async(*v), Sent::Unpolled(*v)));
+                }
+            }
+            Op::PollFuture(k) if !m.futures.is_empty() => {
+                let at = k % m.futures.len();
+                let id = m.futures[at].0;
+                let got = poll_once(&mut m.futures[at].1, &noop_waker());
+                match m.futures[at].2 {
+                    Sent::Unpolled(v) if m.has_waiter() => {
+                        prop_assert_eq!(got, Poll::Ready(Ok(())), "{}", what);
+                        drop(m.futures.remove(at)); // completed
+                        m.serve(v, &what)?;
+                    }
+                    Sent::Unpolled(v) if m.closed => {
+                        prop_assert_eq!(got, Poll::Ready(Err(PushError(v))), "{}", what);
+                        drop(m.futures.remove(at)); // completed
+                    }
+                    Sent::Unpolled(v) => {
+                        prop_assert_eq!(got, Poll::Pending, "{}", what);
+                        m.futures[at].2 = Sent::Offered(v);
+                        m.values.push_back(Entry {
+                            value: v,
+                            producer: Some(Producer::Future(id)),
+                        });
+                    }
+                    Sent::Offered(_) => prop_assert_eq!(got, Poll::Pending, "{}", what),
+                    Sent::Taken => {
+                        prop_assert_eq!(got, Poll::Ready(Ok(())), "{}", what);
+                        drop(m.futures.remove(at)); // completed
+                    }
+                    Sent::Closed(v) => {
+                        prop_assert_eq!(got, Poll::Ready(Err(PushError(v))), "{}", what);
+                        drop(m.futures.remove(at)); // completed
+                    }
+                }
+            }
+            Op::WithdrawFuture(k) if !m.futures.is_empty() => {
+                let (id, future, sent) = m.futures.remove(k % m.futures.len());
+                let got = future.withdraw();
+                match sent {
+                    Sent::Unpolled(v) | Sent::Closed(v) => prop_assert_eq!(got, Err(v), "{}", what),
+                    Sent::Offered(v) => {
+                        prop_assert_eq!(got, Err(v), "{}", what);
+                        m.unlink_offer(id);
+                    }
+                    Sent::Taken => prop_assert_eq!(got, Ok(()), "{}", what),
+                }
+                prop_assert_eq!(s.len(), m.values.len(), "{}", what);
+            }
+            Op::DropFuture(k) if !m.futures.is_empty() => {
+                let (id, future, _) = m.futures.remove(k % m.futures.len());
+                drop(future);
+                m.unlink_offer(id);
+                prop_assert_eq!(s.len(), m.values.len(), "{}", what);
+            }
+            Op::PollFuture(_) | Op::WithdrawFuture(_) | Op::DropFuture(_) => {}
             Op::TryTransfer(v) => {
                 let got = s.try_transfer(*v);
                 if m.has_waiter() {
@@ -433,7 +552,24 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
         };
         prop_assert_eq!(r.try_take(), expected);
     }
+    // The held futures: taken ones complete, the rest get their values back.
+    for (_, mut f, sent) in m.futures.drain(..) {
+        let expected = match sent {
+            Sent::Taken => Ok(()),
+            Sent::Unpolled(v) | Sent::Offered(v) | Sent::Closed(v) => Err(PushError(v)),
+        };
+        prop_assert_eq!(poll_once(&mut f, &noop_waker()), Poll::Ready(expected));
+    }
     Ok(())
+}
+
+/// A waker that does nothing: the model polls by hand.
+fn noop_waker() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    std::task::Waker::from(Arc::new(Noop))
 }
 
 /// Random op sequences (with waiter threads): every result matches the model.
