@@ -1030,8 +1030,9 @@ impl<T> DualQueue<T> {
                     }
                 }
                 if self.advance_head(head, first, guard) {
-                    // SAFETY: our head CAS moved `head` onto `first` (whose
-                    // `next` never changes while it holds data), so we are its
+                    // SAFETY: our head CAS moved `head` onto `first`, and a
+                    // datum becomes the dummy (its value taken) only by
+                    // that CAS, which succeeds once per node, so we are its
                     // only taker; it was published by its append (Release)
                     // and our Acquire load of `head.next`.
                     return Step::Taken(unsafe { first_ref.slot.take_data() });

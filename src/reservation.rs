@@ -92,7 +92,7 @@ enum State<T> {
 /// The reservation took its place among the waiting consumers when it was
 /// created, so pushes serve it in that order (queue: oldest first; stack:
 /// newest first) whether or not anyone is waiting on the handle yet. Collect
-/// the value with [`try_take`](Self::try_take) (never blocks),
+/// the value with [`try_take`](Self::try_take) (never parks),
 /// [`wait`](Self::wait) or [`wait_timeout`](Self::wait_timeout). The handle
 /// may move to another thread (`Send` when `T: Send`).
 ///
@@ -304,6 +304,9 @@ impl<'a, T> Reservation<'a, T> {
                         Poll::Pending
                     }
                     Poll::Ready(outcome) => {
+                        // SAFETY: our reference keeps the slot alive. Drop
+                        // the task's waker now, not when the node is freed.
+                        unsafe { slot.as_ref() }.forget_waiter();
                         Poll::Ready(self.finish(node, outcome).map_err(|_| PopError))
                     }
                 }
@@ -341,6 +344,9 @@ impl<T> Drop for Reservation<'_, T> {
                 // SAFETY: the owner, in `Linked` (module docs); cancel runs
                 // once and returns the final outcome.
                 let outcome = unsafe { slot.as_ref().cancel() };
+                // SAFETY: our reference keeps the slot alive. A dropped
+                // `PopFuture` may have left its task's waker here.
+                unsafe { slot.as_ref() }.forget_waiter();
                 match self.finish(node, outcome) {
                     Ok(value) => value,
                     Err(_) => return,

@@ -605,6 +605,13 @@ impl<T> Slot<T> {
         self.value.with(|p| unsafe { ptr::read(p).assume_init() })
     }
 
+    /// The owner's clean-up after a final outcome: drops a waker or thread
+    /// handle it registered, rather than leaving it to the node's free
+    /// (see [`WaiterCell::forget`]).
+    pub(crate) fn forget_waiter(&self) {
+        self.waiter.forget();
+    }
+
     /// The owner's async look, for reservations and offers alike: `look`
     /// (as in [`block`](Self::block)); if not final, registers the task's
     /// waker and looks again, since a completion before the registration did

@@ -234,6 +234,10 @@ impl<'a, T> TransferFuture<'a, T> {
                 // (module docs): no final outcome seen yet; it is `Done`
                 // from here on.
                 let outcome = unsafe { slot.as_ref().withdraw() };
+                // SAFETY: our reference keeps the slot alive. A task may
+                // have registered here: do not let a lingering node keep
+                // its waker.
+                unsafe { slot.as_ref() }.forget_waiter();
                 // SAFETY: final outcome; the producer's reference, unused
                 // after this.
                 unsafe { finish(self.line, node, outcome) }.map_err(|(value, _)| value)
@@ -263,11 +267,15 @@ impl<T> Future for TransferFuture<'_, T> {
                 this.state = State::Linked { node, slot };
                 Poll::Pending
             }
-            // SAFETY: final outcome; the producer's reference, unused after
-            // this (the state is `Done`).
-            Poll::Ready(outcome) => Poll::Ready(
-                unsafe { finish(this.line, node, outcome) }.map_err(|(value, _)| PushError(value)),
-            ),
+            Poll::Ready(outcome) => {
+                // SAFETY: our reference keeps the slot alive; drop the
+                // registered waker now (see `withdraw_now`).
+                unsafe { slot.as_ref() }.forget_waiter();
+                // SAFETY: final outcome; the producer's reference, unused
+                // after this (the state is `Done`).
+                let sent = unsafe { finish(this.line, node, outcome) };
+                Poll::Ready(sent.map_err(|(value, _)| PushError(value)))
+            }
         }
     }
 }

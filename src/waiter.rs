@@ -2,9 +2,9 @@
 //! an async task, and may change between waits (the `AtomicWaker` protocol of
 //! futures-util and tokio, written over the loom shim so loom checks it).
 //!
-//! Not wired into the reservation slot yet: see `docs/design-rendezvous.md`,
-//! step 1. Its loom models are at the bottom of this file (run with the lib
-//! tests under `--cfg loom`, see `.ci/run`).
+//! Every reservation and offer slot has one (`crate::slot`). Its loom models
+//! are at the bottom of this file (run with the lib tests under
+//! `--cfg loom`, see `.ci/run`).
 //!
 //! # Protocol
 //!
@@ -148,20 +148,36 @@ impl WaiterCell {
     /// Wakes the registered waiter, if any (and forgets it). Called once the
     /// condition the waiter checks has been made true (with `Release`).
     pub(crate) fn wake(&self) {
+        if let Some(waiter) = self.take() {
+            waiter.wake();
+        }
+    }
+
+    /// Drops the registered waiter, if any, without waking it: the waiting
+    /// side's clean-up once its wait is over for good, so that a task's
+    /// waker is not kept alive by a node that lingers (a dead offer buried
+    /// in a stack lingers until it surfaces). A wake racing it either takes
+    /// the waiter first (a harmless late wake-up) or finds the cell held
+    /// and does nothing.
+    pub(crate) fn forget(&self) {
+        drop(self.take());
+    }
+
+    /// Takes the registered waiter out, if the cell is idle; `None` if
+    /// there is none, or a register or another take holds the cell (the
+    /// register then wakes its own waiter; the other take has it).
+    fn take(&self) -> Option<Waiter> {
         // AcqRel: Acquire pairs with the registering side's Release CAS (we
         // see its waiter); Release orders our caller's completion before it,
         // for a register that fails on our flag.
-        if self.state.fetch_or(WAKING, Ordering::AcqRel) == IDLE {
-            // SAFETY: we moved the state out of IDLE: the cell is ours.
-            let waiter = self.waiter.with_mut(|w| unsafe { (*w).take() });
-            // Release: pairs with the Acquire CAS of the next register.
-            self.state.fetch_and(!WAKING, Ordering::Release);
-            if let Some(waiter) = waiter {
-                waiter.wake();
-            }
+        if self.state.fetch_or(WAKING, Ordering::AcqRel) != IDLE {
+            return None;
         }
-        // Otherwise a register is in progress (it will wake its own waiter)
-        // or another wake holds the cell (and takes the waiter out).
+        // SAFETY: we moved the state out of IDLE: the cell is ours.
+        let waiter = self.waiter.with_mut(|w| unsafe { (*w).take() });
+        // Release: pairs with the Acquire CAS of the next register.
+        self.state.fetch_and(!WAKING, Ordering::Release);
+        waiter
     }
 }
 
@@ -332,5 +348,39 @@ mod loom_models {
             cell.wake();
             new_owner.join().unwrap();
         });
+    }
+
+    // The owner forgetting its registration after its wait ended, racing the
+    // completion's wake: the cell is never touched by both at once (loom
+    // checks the `UnsafeCell`), and the waiter ends up dropped exactly once
+    // (taken by one side, or never registered).
+    #[test]
+    fn forget_races_wake() {
+        model("forget_races_wake", || {
+            let cell = Arc::new(WaiterCell::new());
+            let done = Arc::new(AtomicBool::new(false));
+            let (cell2, done2) = (Arc::clone(&cell), Arc::clone(&done));
+            let completer = thread::spawn(move || {
+                done2.store(true, Ordering::Release);
+                cell2.wake();
+            });
+            // The owner registers (a task's waker here: no park) and looks
+            // again, as `poll_with` does, then gives up its wait: forget.
+            let waker = std::task::Waker::from(std::sync::Arc::new(NoWake));
+            cell.register(Waiter::Task(waker));
+            let _ = done.load(Ordering::Acquire);
+            cell.forget();
+            completer.join().unwrap();
+            assert!(
+                cell.take().is_none(),
+                "a waiter was left in the cell after forget and wake"
+            );
+        });
+    }
+
+    struct NoWake;
+
+    impl std::task::Wake for NoWake {
+        fn wake(self: std::sync::Arc<Self>) {}
     }
 }

@@ -22,6 +22,7 @@ use common::{
 use dualq::{PopError, PopTimeoutError};
 
 dual_tests! {
+    finished_pop_futures_release_their_wakers,
     reserve_takes_a_stored_value,
     reserve_holds_its_place_in_line,
     try_take_never_blocks_and_spends,
@@ -440,4 +441,29 @@ fn dropped_at_random_points<F: Flavour>(futures: bool) {
         "values lost or duplicated"
     );
     log.assert_each_dropped_once();
+}
+
+/// A pop future that completes or is dropped drops the waker it registered
+/// at once, not when its reservation's node is freed.
+fn finished_pop_futures_release_their_wakers<F: Flavour>() {
+    struct Count;
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {}
+    }
+    let q = F::new::<u8>();
+    let count = Arc::new(Count);
+    let waker = std::task::Waker::from(Arc::clone(&count));
+    // References held by the structure: all but ours and `waker`'s.
+    let held = || Arc::strong_count(&count) - 2;
+    let mut future = q.pop_async();
+    assert!(poll_once(&mut future, &waker).is_pending());
+    assert_eq!(held(), 1, "registered");
+    drop(future);
+    assert_eq!(held(), 0, "a dropped pop future kept its waker");
+    let mut future = q.pop_async();
+    assert!(poll_once(&mut future, &waker).is_pending());
+    q.push(1).unwrap();
+    // The push's wake took the waker; either way none is left after Ready.
+    assert_eq!(poll_once(&mut future, &waker), Poll::Ready(Ok(1)));
+    assert_eq!(held(), 0, "a completed pop future kept its waker");
 }

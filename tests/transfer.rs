@@ -42,6 +42,7 @@ dual_tests! {
     close_completes_a_pending_transfer_future_with_its_value,
     async_and_blocking_producers_share_one_order,
     transfer_futures_dropped_at_random_points_lose_nothing,
+    finished_transfer_futures_release_their_wakers,
 }
 
 /// With a consumer waiting, `transfer` hands over and returns at once.
@@ -606,4 +607,43 @@ fn transfer_futures_dropped_at_random_points_lose_nothing<F: Flavour>() {
     assert!(q.is_empty());
     assert_eq!(q.waiting_producers() + q.waiting_consumers(), 0);
     log.assert_each_dropped_once();
+}
+
+/// A transfer future that is withdrawn, dropped or completes drops the
+/// waker it registered at once, even when its node lingers (the stack's
+/// dead offer stays buried under a later push until it surfaces).
+fn finished_transfer_futures_release_their_wakers<F: Flavour>() {
+    struct Count;
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let q = F::new::<u8>();
+    let count = std::sync::Arc::new(Count);
+    let waker = std::task::Waker::from(std::sync::Arc::clone(&count));
+    // References held by the structure: all but ours and `waker`'s.
+    let held = || std::sync::Arc::strong_count(&count) - 2;
+    // Withdrawn.
+    let mut future = q.transfer_async(1);
+    assert!(poll_once(&mut future, &waker).is_pending());
+    assert_eq!(held(), 1, "registered");
+    q.push(2).unwrap(); // buries the offer (stack)
+    assert_eq!(future.withdraw(), Err(1));
+    assert_eq!(held(), 0, "a withdrawn future kept its waker");
+    // Dropped.
+    let mut future = q.transfer_async(3);
+    assert!(poll_once(&mut future, &waker).is_pending());
+    q.push(4).unwrap();
+    drop(future);
+    assert_eq!(held(), 0, "a dropped future kept its waker");
+    // Completed.
+    let mut future = q.transfer_async(5);
+    assert!(poll_once(&mut future, &waker).is_pending());
+    let mut taken = Vec::new();
+    while let Ok(v) = q.try_pop() {
+        taken.push(v);
+    }
+    taken.sort_unstable();
+    assert_eq!(taken, [2, 4, 5]);
+    assert_eq!(poll_once(&mut future, &waker), Poll::Ready(Ok(())));
+    assert_eq!(held(), 0, "a completed future kept its waker");
 }
