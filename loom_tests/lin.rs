@@ -198,6 +198,7 @@ fn assert_main_never_waits(name: &str, scenario: Scenario) {
                 | Op::Close
                 | Op::ReserveDrop(_)
                 | Op::ReserveTryTake(_)
+                | Op::PopAsync(_)
                 | Op::ReserveWait
                 | Op::ReserveWaitTimeout(_)
         )

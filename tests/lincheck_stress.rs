@@ -100,7 +100,7 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
             }
             let blocking_ok = closer.is_some() && close_at.map_or(true, |c| j > c);
             let value = (w as u64 + 1) * 100 + j as u64;
-            let op = match rng.below(34) {
+            let op = match rng.below(36) {
                 0..=9 => Op::Push(value),
                 10..=12 => Op::TryPop,
                 13..=14 => Op::PopTimeout(Duration::ZERO),
@@ -119,6 +119,8 @@ fn scripts(seed: u64, round: u64) -> Vec<Vec<Action>> {
                 28 if blocking_ok => Op::ReserveWait,
                 29 => Op::TransferAsync(value, Duration::ZERO),
                 30 => Op::TransferAsync(value, HOLD),
+                31 => Op::PopAsync(Duration::ZERO),
+                32 => Op::PopAsync(HOLD),
                 _ if blocking_ok => Op::Pop,
                 _ => Op::PopTimeout(Duration::from_micros(20)),
             };
@@ -294,6 +296,7 @@ fn can_wait(op: Op) -> bool {
         Op::Pop
         | Op::ReserveDrop(_)
         | Op::ReserveTryTake(_)
+        | Op::PopAsync(_)
         | Op::ReserveWait
         | Op::ReserveWaitTimeout(_) => true,
         Op::PopTimeout(d) => !d.is_zero(),
@@ -363,6 +366,8 @@ fn op_kind(op: &Op) -> &'static str {
         Op::ReserveWaitTimeout(_) => "reserve_wait_timeout",
         Op::TransferAsync(_, d) if d.is_zero() => "transfer_async",
         Op::TransferAsync(..) => "transfer_async(hold)",
+        Op::PopAsync(d) if d.is_zero() => "pop_async",
+        Op::PopAsync(_) => "pop_async(hold)",
     }
 }
 

@@ -185,6 +185,13 @@ pub enum Op {
     /// treats it as `transfer_timeout(v, d)` (the withdrawal is the
     /// timeout).
     TransferAsync(u64, Duration),
+    /// `pop_async()`: poll the future, hold for the duration, poll again,
+    /// then drop it if still pending (its reservation is cancelled, or a
+    /// value that reached it is given back). The specification treats it
+    /// as `reserve_try_take(d)`: the same request, follow-up and drop.
+    /// Results: `Value(v)`; `NotYet(Closed)` for `Err(PopError)`;
+    /// `NotYet(Linked)` when dropped pending.
+    PopAsync(Duration),
 }
 
 /// The state of a `Reservation` handle, as its `Debug` shows it.
@@ -323,6 +330,7 @@ fn op_name(op: &Op) -> String {
         Op::ReserveWait => "reserve_wait()".to_string(),
         Op::ReserveWaitTimeout(d) => format!("reserve_wait_timeout({d:?})"),
         Op::TransferAsync(v, d) => format!("transfer_async({v}, {d:?})"),
+        Op::PopAsync(d) => format!("pop_async({d:?})"),
     }
 }
 
@@ -605,6 +613,29 @@ fn transfer_async(mut future: TransferFuture<'_, u64>, d: Duration) -> Ret {
     }
 }
 
+/// `pop_async`: a poll, a hold, another poll, then the drop of a still
+/// pending future (never parks: the waker does nothing).
+fn pop_async(mut future: dualq::PopFuture<'_, u64>, d: Duration) -> Ret {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let mut cx = std::task::Context::from_waker(&waker);
+    for round in 0..2 {
+        if round == 1 {
+            hold(d);
+        }
+        match std::pin::Pin::new(&mut future).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(v)) => return Ret::Value(v),
+            std::task::Poll::Ready(Err(_)) => return Ret::NotYet(Handle::Closed),
+            std::task::Poll::Pending => {}
+        }
+    }
+    drop(future);
+    Ret::NotYet(Handle::Linked)
+}
+
 /// `Dual` for one structure: the same forwarding for both.
 macro_rules! impl_dual {
     ($ty:ident, $kind:expr) => {
@@ -624,6 +655,7 @@ macro_rules! impl_dual {
                     Op::TryTransfer(v) => ret_of_try_transfer(self.try_transfer(v)),
                     Op::ReserveDrop(d) => reserve_drop(self.reserve(), d),
                     Op::TransferAsync(v, d) => transfer_async(self.transfer_async(v), d),
+                    Op::PopAsync(d) => pop_async(self.pop_async(), d),
                     Op::ReserveTryTake(d) => reserve_try_take(self.reserve(), d),
                     Op::ReserveWait => ret_of_pop(self.reserve().wait()),
                     Op::ReserveWaitTimeout(d) => ret_of_timeout(self.reserve().wait_timeout(d)),
@@ -693,6 +725,24 @@ pub struct Linearized {
 /// Checks `history` against the specification of `kind`. On failure the
 /// error shows the history and how far the search got.
 pub fn check(kind: Kind, history: &History) -> Result<Linearized, String> {
+    // `pop_async` is specified as `reserve_try_take` (see `Op::PopAsync`).
+    let normalized;
+    let history = if history
+        .calls
+        .iter()
+        .any(|c| matches!(c.op, Op::PopAsync(_)))
+    {
+        let mut h = history.clone();
+        for c in &mut h.calls {
+            if let Op::PopAsync(d) = c.op {
+                c.op = Op::ReserveTryTake(d);
+            }
+        }
+        normalized = h;
+        &normalized
+    } else {
+        history
+    };
     let mut invoked_at = vec![usize::MAX; history.calls.len()];
     for (pos, e) in history.events.iter().enumerate() {
         if let Event::Invoke(i) = *e {
