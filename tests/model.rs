@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{poll_once, wait_for_waiters, wait_until, Dual, Flavour, Order, Structure};
+use common::{
+    poll_once, wait_for_waiters, wait_until, CountingWaker, Dual, Flavour, Order, Structure,
+};
 use dualq::{
     PopError, PopTimeoutError, PushError, Reservation, TransferFuture, TransferTimeoutError,
     TryPopError, TryTransferError,
@@ -450,7 +452,7 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::PollFuture(k) if !m.futures.is_empty() => {
                 let at = k % m.futures.len();
                 let id = m.futures[at].0;
-                let got = poll_once(&mut m.futures[at].1, &noop_waker());
+                let got = poll_once(&mut m.futures[at].1, &CountingWaker::new().0);
                 match m.futures[at].2 {
                     Sent::Unpolled(v) if m.has_waiter() => {
                         prop_assert_eq!(got, Poll::Ready(Ok(())), "{}", what);
@@ -558,18 +560,12 @@ fn check<F: Flavour>(ops: &[Op]) -> Result<(), TestCaseError> {
             Sent::Taken => Ok(()),
             Sent::Unpolled(v) | Sent::Offered(v) | Sent::Closed(v) => Err(PushError(v)),
         };
-        prop_assert_eq!(poll_once(&mut f, &noop_waker()), Poll::Ready(expected));
+        prop_assert_eq!(
+            poll_once(&mut f, &CountingWaker::new().0),
+            Poll::Ready(expected)
+        );
     }
     Ok(())
-}
-
-/// A waker that does nothing: the model polls by hand.
-fn noop_waker() -> std::task::Waker {
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    std::task::Waker::from(Arc::new(Noop))
 }
 
 /// Random op sequences (with waiter threads): every result matches the model.

@@ -149,7 +149,6 @@ use dualq::{
     DualQueue, DualStack, PopTimeoutError, Reservation, TransferFuture, TransferTimeoutError,
     TryPopError, TryTransferError,
 };
-use std::future::Future as _;
 
 /// Which discipline the specification follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -590,9 +589,12 @@ fn reserve_try_take(mut r: Reservation<'_, u64>, d: Duration) -> Ret {
     ret
 }
 
-/// `transfer_async`: a poll, a hold, another poll, then the withdrawal of a
-/// still pending future (never parks: the waker does nothing).
-fn transfer_async(mut future: TransferFuture<'_, u64>, d: Duration) -> Ret {
+/// The follow-up of both async operations: a poll, a hold, another poll
+/// (never parks: the waker does nothing). `None` if still pending.
+fn poll_hold_poll<F: std::future::Future + Unpin>(
+    future: &mut F,
+    d: Duration,
+) -> Option<F::Output> {
     struct Noop;
     impl std::task::Wake for Noop {
         fn wake(self: std::sync::Arc<Self>) {}
@@ -603,37 +605,33 @@ fn transfer_async(mut future: TransferFuture<'_, u64>, d: Duration) -> Ret {
         if round == 1 {
             hold(d);
         }
-        if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut future).poll(&mut cx) {
-            return ret_of_push(r);
+        if let std::task::Poll::Ready(out) = std::pin::Pin::new(&mut *future).poll(&mut cx) {
+            return Some(out);
         }
     }
-    match future.withdraw() {
-        Ok(()) => Ret::Pushed,
-        Err(v) => Ret::Withdrawn(v),
+    None
+}
+
+/// `transfer_async`: [`poll_hold_poll`], then the withdrawal of a still
+/// pending future.
+fn transfer_async(mut future: TransferFuture<'_, u64>, d: Duration) -> Ret {
+    match poll_hold_poll(&mut future, d) {
+        Some(sent) => ret_of_push(sent),
+        None => match future.withdraw() {
+            Ok(()) => Ret::Pushed,
+            Err(v) => Ret::Withdrawn(v),
+        },
     }
 }
 
-/// `pop_async`: a poll, a hold, another poll, then the drop of a still
-/// pending future (never parks: the waker does nothing).
+/// `pop_async`: [`poll_hold_poll`], then the drop of a still pending
+/// future.
 fn pop_async(mut future: dualq::PopFuture<'_, u64>, d: Duration) -> Ret {
-    struct Noop;
-    impl std::task::Wake for Noop {
-        fn wake(self: std::sync::Arc<Self>) {}
+    match poll_hold_poll(&mut future, d) {
+        Some(Ok(v)) => Ret::Value(v),
+        Some(Err(_)) => Ret::NotYet(Handle::Closed),
+        None => Ret::NotYet(Handle::Linked), // dropped here, pending
     }
-    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
-    let mut cx = std::task::Context::from_waker(&waker);
-    for round in 0..2 {
-        if round == 1 {
-            hold(d);
-        }
-        match std::pin::Pin::new(&mut future).poll(&mut cx) {
-            std::task::Poll::Ready(Ok(v)) => return Ret::Value(v),
-            std::task::Poll::Ready(Err(_)) => return Ret::NotYet(Handle::Closed),
-            std::task::Poll::Pending => {}
-        }
-    }
-    drop(future);
-    Ret::NotYet(Handle::Linked)
 }
 
 /// `Dual` for one structure: the same forwarding for both.
