@@ -372,7 +372,7 @@ impl<T> DualQueue<T> {
                         return match put {
                             Put::Offer => Placed::Offered {
                                 node: node.as_raw(),
-                                first: head == tail,
+                                first: Self::is_front(head, tail, guard),
                             },
                             _ => Placed::Done,
                         };
@@ -1001,7 +1001,7 @@ impl<T> DualQueue<T> {
                         );
                         return Step::Linked {
                             node: node.as_raw(),
-                            first: head == tail,
+                            first: Self::is_front(head, tail, guard),
                         };
                     }
                     Err(e) => *reservation = Some(e.new),
@@ -1039,6 +1039,23 @@ impl<T> DualQueue<T> {
                 }
             }
         }
+    }
+
+    /// Whether a node just linked after `pred` (the `tail` it was appended
+    /// to, `head` read in the same snapshot) is first in line, so that its
+    /// waiter should spin: `pred` is the dummy, or `pred` is a dead
+    /// reservation or offer right after the dummy that `head` has not yet
+    /// passed. The second case is the common one in a handoff chain: the
+    /// party that completed `pred` moves `head` only after its completing
+    /// CAS, and the woken waiter often links its next node first. Only a
+    /// spinning policy depends on the answer, never correctness.
+    fn is_front(head: Shared<'_, Node<T>>, pred: Shared<'_, Node<T>>, guard: &Guard) -> bool {
+        if head == pred {
+            return true;
+        }
+        // SAFETY: both were read from `head`/`tail` while pinned: not retired.
+        let (head_ref, pred_ref) = unsafe { (head.deref(), pred.deref()) };
+        pred_ref.is_dead() && head_ref.next.load(Ordering::Acquire, guard).with_tag(0) == pred
     }
 
     /// Helps move `tail` from `tail` to its successor.
