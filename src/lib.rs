@@ -39,12 +39,17 @@
 //!
 //! # Dual semantics and fairness
 //!
-//! A [`pop`](DualQueue::pop) on an empty queue *requests* a value: its
-//! reservation takes a place in line at once. A later
+//! A [`pop`](DualQueue::pop) on an empty queue first polls for a moment
+//! (one spin phase: exponential `PAUSE`s, then a few yields, as
+//! crossbeam-channel and kanal do before they block), then *requests* a
+//! value: its reservation takes a place in line. A later
 //! [`push`](DualQueue::push) *fulfils* the oldest reservation with one CAS on
-//! that reservation's own slot, so if consumers A then B start waiting, the
+//! that reservation's own slot, so if consumers A then B are in line, the
 //! first value pushed goes to A, whatever the scheduler does next. A retry
-//! loop around a non-dual `try_pop` cannot promise that.
+//! loop around a non-dual `try_pop` cannot promise that. A polling consumer
+//! is not in line yet: it takes only values no waiter was given, as
+//! `try_pop` would, so it never overtakes one that is. For a place in line at
+//! once, without the poll, use [`reserve`](DualQueue::reserve).
 //!
 //! # Blocking, timeouts and closing
 //!
@@ -52,7 +57,8 @@
 //! [`try_pop`](DualQueue::try_pop) (never waits),
 //! [`pop_timeout`](DualQueue::pop_timeout) /
 //! [`pop_deadline`](DualQueue::pop_deadline), and [`pop`](DualQueue::pop).
-//! A waiter spins briefly when it is first in line, then parks. A timeout
+//! A blocking pop polls briefly before it joins the line; a waiter spins
+//! briefly when it is first in line, then parks. A timeout
 //! cancels the reservation with a CAS on the same slot a producer would use;
 //! if the producer won, the consumer returns the value instead of `Timeout`.
 //!

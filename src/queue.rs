@@ -104,7 +104,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{Line, PopFuture, Reservation};
+use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
@@ -241,7 +241,7 @@ enum Step<T> {
 /// [`pop`](Self::pop) on an empty queue links a reservation and waits;
 /// [`push`](Self::push) hands its value to the oldest waiting reservation
 /// directly. Values come out in FIFO order, and waiting consumers are served
-/// in the order they started waiting.
+/// in the order they joined the line (a blocking pop polls briefly first).
 ///
 /// # Examples
 ///
@@ -411,9 +411,11 @@ impl<T> DualQueue<T> {
 
     /// Takes the oldest value, waiting for one if the queue is empty.
     ///
-    /// Waiting consumers are served in the order they started waiting. The
-    /// thread spins briefly if it is first in line, then parks; it holds no
-    /// epoch guard and uses no CPU while parked.
+    /// The thread first polls briefly (a spin phase of `try_pop`s); if that
+    /// finds nothing, it joins the line of waiting consumers, which are served
+    /// in the order they joined. It then spins briefly if it is first in line,
+    /// and parks; it holds no epoch guard and uses no CPU while parked.
+    /// [`reserve`](Self::reserve) joins the line at once.
     ///
     /// # Errors
     ///
@@ -914,6 +916,9 @@ impl<T> DualQueue<T> {
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return self.try_pop().map_err(TryPopError::into_timeout);
+        }
+        if let Some(result) = poll_before_waiting(|| self.try_pop(), deadline) {
+            return result;
         }
         self.reserve().wait_until(deadline)
     }

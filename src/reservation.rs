@@ -40,8 +40,9 @@ use std::ptr::NonNull;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::error::{PopError, PopTimeoutError};
+use crate::error::{PopError, PopTimeoutError, TryPopError};
 use crate::slot::{Slot, WaitOutcome};
+use crate::sync::Spin;
 use crate::transfer::Offered;
 
 /// What a structure does for the reservations it hands out.
@@ -70,6 +71,38 @@ pub(crate) trait Line<T> {
     /// links an offer (the caller then holds its producer's reference), or
     /// reports closed.
     fn offer(&self, value: T) -> Offered<T>;
+}
+
+/// A blocking pop's first phase, shared by both structures: polls with
+/// `try_pop` through one spin phase (exponential `PAUSE`s, then a few
+/// yields) before the caller takes its place in line. `None` if the phase
+/// ended empty (or `deadline` passed): the caller then reserves.
+///
+/// Why: a consumer that links a reservation the moment it finds the
+/// structure empty turns every later push into a hand-off to it, and with
+/// more consumers than cores most of those hand-offs go to a parked thread
+/// (an unpark per value). Polling first lets a consumer that is still
+/// running take the next stored value itself. The service order is
+/// unchanged: a push hands its value to the linked reservations first
+/// (oldest or newest, as the structure says); a polling consumer is not
+/// in line yet and only takes what no waiter was given, as `try_pop`
+/// does, so it never overtakes a waiting consumer.
+pub(crate) fn poll_before_waiting<T>(
+    mut try_pop: impl FnMut() -> Result<T, TryPopError>,
+    deadline: Option<Instant>,
+) -> Option<Result<T, PopTimeoutError>> {
+    let spin = Spin::new();
+    while !spin.is_completed() {
+        match try_pop() {
+            Ok(value) => return Some(Ok(value)),
+            Err(TryPopError::Closed) => return Some(Err(PopTimeoutError::Closed)),
+            Err(TryPopError::Empty) => spin.snooze(),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+    }
+    None
 }
 
 enum State<T> {

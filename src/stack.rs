@@ -186,7 +186,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{Line, PopFuture, Reservation};
+use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::slot::{Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
@@ -533,9 +533,11 @@ impl<T> DualStack<T> {
 
     /// Takes the newest value, waiting for one if the stack is empty.
     ///
-    /// Waiting consumers are served newest first. The thread spins briefly
-    /// (it is on top when it starts waiting), then parks; it holds no epoch
-    /// guard and uses no CPU while parked.
+    /// The thread first polls briefly (a spin phase of `try_pop`s); if that
+    /// finds nothing, it joins the waiting consumers, which are served newest
+    /// first. It then spins briefly (it is on top when it starts waiting), and
+    /// parks; it holds no epoch guard and uses no CPU while parked.
+    /// [`reserve`](Self::reserve) joins at once.
     ///
     /// # Errors
     ///
@@ -1022,6 +1024,9 @@ impl<T> DualStack<T> {
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return self.try_pop().map_err(TryPopError::into_timeout);
+        }
+        if let Some(result) = poll_before_waiting(|| self.try_pop(), deadline) {
+            return result;
         }
         self.reserve().wait_until(deadline)
     }

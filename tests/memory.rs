@@ -403,7 +403,13 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
                 // Long enough for the later waiter to line up, short enough
                 // to time out soon after. Reports whether the later waiter
                 // was linked when this one gave up.
-                assert!(q.pop_timeout(Duration::from_micros(300)).is_err());
+                // `reserve` links at once; a timed pop would first poll for
+                // a while, and on a loaded machine that can eat most of the
+                // window in which the later waiter must line up behind it.
+                assert!(q
+                    .reserve()
+                    .wait_timeout(Duration::from_micros(300))
+                    .is_err());
                 timed_done.send(q.waiting_consumers() == 1).unwrap();
             }
         })
@@ -414,7 +420,10 @@ fn under_a_later_waiter<F: Flavour>(name: &str) {
         let q = Arc::clone(&q);
         thread::spawn(move || {
             for () in later_rx {
-                served.send(q.pop().unwrap()).unwrap();
+                // `reserve` takes its place in line at once; a blocking pop
+                // would poll for a while first, and the timed waiter would
+                // often give up before anything was linked after it.
+                served.send(q.reserve().wait().unwrap()).unwrap();
             }
         })
     };
