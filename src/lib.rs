@@ -1,8 +1,8 @@
 //! Lock-free **dual** data structures.
 //!
-//! In a dual structure a consumer that finds it empty does not fail or spin:
-//! it links a *reservation* and waits, and the next producer hands its value
-//! straight to that reservation. Waiting consumers are served in a defined
+//! In a dual structure a consumer that finds it empty does not fail: after a
+//! brief poll it links a *reservation* and waits, and the next producer hands
+//! its value straight to that reservation. Waiting consumers are served in a defined
 //! order, a timeout never loses a value, and a parked waiter costs other
 //! threads nothing.
 //!
@@ -41,7 +41,7 @@
 //!
 //! A [`pop`](DualQueue::pop) on an empty queue first polls for a moment
 //! (one spin phase: exponential `PAUSE`s, then a few yields, as
-//! crossbeam-channel and kanal do before they block), then *requests* a
+//! crossbeam-channel does before it blocks), then *requests* a
 //! value: its reservation takes a place in line. A later
 //! [`push`](DualQueue::push) *fulfils* the oldest reservation with one CAS on
 //! that reservation's own slot, so if consumers A then B are in line, the

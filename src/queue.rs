@@ -16,7 +16,9 @@
 //!   appends a data node.
 //! * `pop` on a queue of data moves `head` onto the first data node and takes
 //!   its value (that node becomes the dummy). Otherwise it appends a
-//!   reservation, unpins, and waits on the reservation's slot.
+//!   reservation, unpins, and waits on the reservation's slot. (A blocking
+//!   `pop` first polls with `try_pop`s for one spin phase; `reserve` and
+//!   `pop_async` do not.)
 //! * `transfer` behaves like `push`, except that on a queue of data (or an
 //!   empty one) it appends an *offer*: a data node whose producer waits on
 //!   its slot until a consumer takes the value. A consumer that finds an
@@ -669,7 +671,9 @@ impl<T> DualQueue<T> {
     }
 
     /// Hands `value` to the oldest waiting consumer, only if one waits now.
-    /// Never blocks and never leaves anything behind.
+    /// Never blocks and never leaves anything behind. A blocking `pop` that
+    /// is still in its brief poll has not joined the line yet and does not
+    /// count as waiting.
     ///
     /// # Errors
     ///
@@ -883,7 +887,8 @@ impl<T> DualQueue<T> {
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
-    /// queue (O(waiters)).
+    /// queue (O(waiters)). A blocking `pop` still in its brief poll is not
+    /// in line yet and not counted.
     ///
     /// # Examples
     ///
@@ -1054,11 +1059,17 @@ impl<T> DualQueue<T> {
     /// party that completed `pred` moves `head` only after its completing
     /// CAS, and the woken waiter often links its next node first. Only a
     /// spinning policy depends on the answer, never correctness.
-    fn is_front(head: Shared<'_, Node<T>>, pred: Shared<'_, Node<T>>, guard: &Guard) -> bool {
+    fn is_front<'g>(
+        head: Shared<'g, Node<T>>,
+        pred: Shared<'g, Node<T>>,
+        guard: &'g Guard,
+    ) -> bool {
         if head == pred {
             return true;
         }
-        // SAFETY: both were read from `head`/`tail` while pinned: not retired.
+        // SAFETY: both were loaded (from `head`/`tail`) under `guard`, which
+        // is still pinned: even if retired since, neither is freed before it
+        // unpins.
         let (head_ref, pred_ref) = unsafe { (head.deref(), pred.deref()) };
         pred_ref.is_dead() && head_ref.next.load(Ordering::Acquire, guard).with_tag(0) == pred
     }

@@ -410,8 +410,8 @@ impl<T> fmt::Debug for Reservation<'_, T> {
 /// [`DualStack`](crate::DualStack).
 ///
 /// It reserves its place in line on its first poll (an unpolled future
-/// takes no place), then waits like a blocking `pop` of the same structure:
-/// sync and async consumers share one line. Dropping it cancels the
+/// takes no place; unlike a blocking `pop`, it does not poll the structure
+/// first), then waits in the line that blocking consumers share. Dropping it cancels the
 /// reservation; a value handed to it before the drop is given back to the
 /// structure ([`Reservation`]'s drop): cancel-safe, nothing lost.
 ///

@@ -18,7 +18,9 @@
 //!   reservation's own slot ([`Slot::fulfil_with`]), then pop both.
 //! * `pop` on data pops the top node and takes its value. On reservations (or
 //!   on nothing) it pushes a reservation, unpins, and waits on its slot. So
-//!   values come out newest first, and a push serves the newest waiter.
+//!   values come out newest first, and a push serves the newest waiter. (A
+//!   blocking `pop` first polls with `try_pop`s for one spin phase; `reserve`
+//!   and `pop_async` do not.)
 //! * `transfer` behaves like `push`, except that on data (or on nothing) it
 //!   pushes an *offer*: a data node whose producer waits on its slot until a
 //!   consumer takes the value (see "Offers" below).
@@ -373,10 +375,10 @@ enum Step<T> {
 
 /// A lock-free, unbounded, multi-producer multi-consumer LIFO **dual** stack.
 ///
-/// [`pop`](Self::pop) on an empty stack pushes a reservation and waits;
-/// [`push`](Self::push) hands its value to the newest waiting reservation
-/// directly. Values come out newest first, and waiting consumers are served
-/// newest first too: the most recently active consumer gets the next value,
+/// [`pop`](Self::pop) on an empty stack (after a brief poll) pushes a
+/// reservation and waits; [`push`](Self::push) hands its value to the newest
+/// waiting reservation directly. Values come out newest first, and waiting
+/// consumers are served newest first too: the most recently active consumer gets the next value,
 /// which is what object pools and caches want (its cache is warm).
 ///
 /// # Examples
@@ -787,7 +789,9 @@ impl<T> DualStack<T> {
     }
 
     /// Hands `value` to the newest waiting consumer, only if one waits now.
-    /// Never blocks and never leaves anything behind.
+    /// Never blocks and never leaves anything behind. A blocking `pop` that
+    /// is still in its brief poll has not joined the line yet and does not
+    /// count as waiting.
     ///
     /// # Errors
     ///
@@ -996,7 +1000,8 @@ impl<T> DualStack<T> {
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
-    /// stack (O(waiters)).
+    /// stack (O(waiters)). A blocking `pop` still in its brief poll is not
+    /// in line yet and not counted.
     ///
     /// # Examples
     ///

@@ -722,18 +722,20 @@ fn line_up<'s, 'q: 's, F: Flavour>(
 }
 
 // A blocking pop polls before it joins the line (see `pop`'s docs). A value pushed while a
-// reservation waits must go to that reservation, never to a pop that is still polling or lined
-// up behind it, however the two overlap: the push returns only after the hand-off, so the
-// reservation holds the value the moment `push` returns. Rounds vary how far the pop got (0-39
-// µs after it started) so that some pushes land while it polls and some after it joined. Queue only: on the stack a pop that has joined is the newest waiter and is served first
-// by design, and from outside that cannot be told apart from a poll that took the value.
+// reservation waits must go to that reservation, never to a pop that is still polling or that
+// lined up behind it: `push` returns only after the hand-off, so the reservation holds the value
+// the moment `push` returns. Even rounds push 0-39 µs after the pop started (most of those land
+// while it polls: the count is printed); odd rounds push only once it has joined the line.
+// Queue only: on the stack a pop that has joined is the newest waiter and is served first by
+// design, and from outside that cannot be told apart from a poll that took the value.
 #[test]
 fn polling_pop_never_takes_a_waiting_reservations_value() {
     let q = DualQueue::<u32>::new();
-    let rounds = common::scaled(2_000) as u32;
+    let rounds = scaled(2_000) as u32;
     let mut polling = 0;
     let started = AtomicBool::new(false);
     thread::scope(|s| {
+        let _close = CloseOnUnwind(&q);
         for round in 0..rounds {
             let mut waiting = q.reserve(); // in line now: the queue is empty
             started.store(false, Ordering::SeqCst);
@@ -744,14 +746,18 @@ fn polling_pop_never_takes_a_waiting_reservations_value() {
             while !started.load(Ordering::SeqCst) {
                 thread::yield_now();
             }
-            // 0-39 µs into the pop: its poll phase lasts a few µs (more when it yields).
-            let until = Instant::now() + Duration::from_micros(u64::from(round % 40));
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
-            // A snapshot, only to show both cases happen (reported below).
-            if q.waiting_consumers() == 1 {
-                polling += 1;
+            if round % 2 == 0 {
+                // Its poll phase lasts a few µs (more when it yields).
+                let until = Instant::now() + Duration::from_micros(u64::from(round % 40));
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                // A snapshot, only to report how often the push met a polling pop.
+                if q.waiting_consumers() == 1 {
+                    polling += 1;
+                }
+            } else {
+                wait_for_waiters(&q, 2);
             }
             q.push(round).unwrap();
             assert_eq!(
@@ -763,7 +769,10 @@ fn polling_pop_never_takes_a_waiting_reservations_value() {
             assert_eq!(popper.join().unwrap(), Ok(u32::MAX));
         }
     });
-    eprintln!("{rounds} rounds; the pop had not joined the line yet at {polling} of the pushes");
+    eprintln!(
+        "{rounds} rounds; {polling} of the {} timed pushes met a pop that had not joined yet",
+        (rounds + 1) / 2
+    );
 }
 
 // Waiters A, B, C; 1, 2, 3 pushed one at a time, each after the previously served waiter returned:

@@ -387,7 +387,8 @@ fn dropped_with_cancelled_reservations<F: Flavour>(name: &str) {
 /// top of it, so the cancelled one must be unspliced from below; queue: it is
 /// at the front, and leaves with the next head advance), round after round.
 /// A persistent waiter links the live reservation each round and is served
-/// by the round's push. (On the stack a buried cancelled node would also go
+/// by the round's push. Both waiters use `reserve()`, which joins the line at
+/// once (a blocking pop polls first; see the comments inside). (On the stack a buried cancelled node would also go
 /// once it resurfaces on top, so this checks the unsplice path frees what it
 /// unlinks, not that the unsplice happens: with it disabled the stack stays
 /// flat here too, the garbage being bounded by the live waiters above it.)
