@@ -310,6 +310,19 @@ mod loom_models {
         }
     }
 
+    /// The completing side of the module docs, on a thread: make the
+    /// condition true (`Release`), then wake.
+    fn complete_on_a_thread(
+        cell: &Arc<WaiterCell>,
+        done: &Arc<AtomicBool>,
+    ) -> thread::JoinHandle<()> {
+        let (cell, done) = (Arc::clone(cell), Arc::clone(done));
+        thread::spawn(move || {
+            done.store(true, Ordering::Release);
+            cell.wake();
+        })
+    }
+
     // A completion racing a registration at every point: the waiter always
     // wakes.
     #[test]
@@ -321,11 +334,7 @@ mod loom_models {
             // stopped waiting, and loom's `join` takes a stray unpark for
             // its own notification (std's does not care). Loom runs the
             // spawned thread to completion anyway.
-            let (cell2, done2) = (Arc::clone(&cell), Arc::clone(&done));
-            thread::spawn(move || {
-                done2.store(true, Ordering::Release);
-                cell2.wake();
-            });
+            let _ = complete_on_a_thread(&cell, &done);
             wait_for(&cell, &done);
         });
     }
@@ -359,11 +368,7 @@ mod loom_models {
         model("forget_races_wake", || {
             let cell = Arc::new(WaiterCell::new());
             let done = Arc::new(AtomicBool::new(false));
-            let (cell2, done2) = (Arc::clone(&cell), Arc::clone(&done));
-            let completer = thread::spawn(move || {
-                done2.store(true, Ordering::Release);
-                cell2.wake();
-            });
+            let completer = complete_on_a_thread(&cell, &done);
             // The owner registers (a task's waker here: no park) and looks
             // again, as `poll_with` does, then gives up its wait: forget.
             let waker = std::task::Waker::from(std::sync::Arc::new(NoWake));
