@@ -90,6 +90,64 @@ fn two_waiters_then_two_pushes_fifo() {
     });
 }
 
+/// A push racing a pop on a queue whose last segment is drained but still
+/// open to writers: the pop seals the segment before it links its
+/// reservation, so the value either lands in the segment before the seal
+/// (and the pop takes it there) or goes to the reservation; never into the
+/// segment behind the reservation, where nobody would take it (the pop
+/// would wait for ever, which loom reports as a deadlock).
+#[test]
+fn push_races_seal_of_a_drained_segment() {
+    model("push_races_seal_of_a_drained_segment", 3, || {
+        let q = Arc::new(DualQueue::new());
+        q.push(1).unwrap();
+        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let consumer = {
+            let q = q.clone();
+            thread::spawn(move || q.pop())
+        };
+        q.push(2).unwrap();
+        assert_eq!(consumer.join().unwrap(), Ok(2));
+        assert_eq!(q.try_pop(), Err(TryPopError::Empty));
+    });
+}
+
+/// A push into a drained segment that is still open to writers, racing a
+/// close and a pop after it: a push that succeeds lands before the close
+/// (its value is drained), one that fails lands nowhere, and once a pop
+/// reports closed no value appears later.
+#[test]
+fn push_into_open_segment_races_close() {
+    model("push_into_open_segment_races_close", 3, || {
+        let q = Arc::new(DualQueue::new());
+        q.push(1).unwrap();
+        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || q.push(2).map_err(|e| e.into_inner()))
+        };
+        q.close();
+        let first = q.try_pop();
+        let pushed = producer.join().unwrap();
+        let second = q.try_pop();
+        match first {
+            Ok(v) => {
+                assert_eq!(v, 2);
+                assert_eq!(pushed, Ok(()));
+            }
+            Err(TryPopError::Closed) => {
+                assert_eq!(second, Err(TryPopError::Closed), "closed is final")
+            }
+            Err(TryPopError::Empty) => panic!("empty after the close returned"),
+        }
+        match pushed {
+            Ok(()) => assert!(first == Ok(2) || second == Ok(2), "a pushed value was lost"),
+            Err(v) => assert_eq!(v, 2),
+        }
+        assert_eq!(q.try_pop(), Err(TryPopError::Closed));
+    });
+}
+
 /// A timed-out pop (its cancel) racing a push: exactly one of "the consumer
 /// got the value" and "the value is still stored".
 #[test]

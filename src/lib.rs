@@ -88,6 +88,7 @@
 mod error;
 mod queue;
 mod reservation;
+mod segment;
 mod slot;
 mod stack;
 mod sync;

@@ -107,6 +107,7 @@ use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
 use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
+use crate::segment::{Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
@@ -128,10 +129,16 @@ struct Node<T> {
     /// 1 for data nodes (the list's), 2 for reservations and offers (list +
     /// waiting party).
     refs: AtomicUsize,
+    /// A reservation's or an offer's slot; for a data node (a segment, or
+    /// the initial dummy) an empty datum.
     slot: Slot<T>,
+    /// A data node's values (`None` for the initial dummy, reservations and
+    /// offers).
+    cells: Option<Box<Segment<T>>>,
 }
 
 impl<T> Node<T> {
+    /// A reservation, an offer, or (`Slot::taken`) the initial dummy.
     fn new(slot: Slot<T>) -> Owned<Self> {
         // Reservations and offers have a waiting party with its own reference.
         let refs = if slot.is_datum() { 1 } else { 2 };
@@ -139,6 +146,17 @@ impl<T> Node<T> {
             next: Atomic::null(),
             refs: AtomicUsize::new(refs),
             slot,
+            cells: None,
+        })
+    }
+
+    /// A data node: a segment whose first cell holds `value`.
+    fn segment(value: T) -> Owned<Self> {
+        Owned::new(Node {
+            next: Atomic::null(),
+            refs: AtomicUsize::new(1),
+            slot: Slot::taken(),
+            cells: Some(Box::new(Segment::with_first(value))),
         })
     }
 
@@ -165,6 +183,15 @@ impl<T> Node<T> {
     fn is_dead(&self) -> bool {
         self.slot.is_dead()
     }
+
+    /// How many values a consumer could take from this node now: the
+    /// stored values of a segment, 1 for a live offer (a snapshot).
+    fn values(&self) -> usize {
+        match &self.cells {
+            Some(cells) => cells.ready_values(),
+            None => usize::from(self.slot.is_offer() && self.slot.is_offered()),
+        }
+    }
 }
 
 /// Hands the list's reference of a node that just left the list to the epoch
@@ -185,8 +212,8 @@ unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
     unsafe { guard.defer_unchecked(move || Node::release(raw)) }
 }
 
-/// A value that is either still in hand or already inside a data node
-/// allocated for an append that has not succeeded yet.
+/// A value that is either still in hand or already inside a node (a new
+/// segment, or an offer) allocated for an append that has not succeeded yet.
 enum Pending<T> {
     Value(T),
     Node(Owned<Node<T>>),
@@ -196,9 +223,12 @@ impl<T> Pending<T> {
     fn into_value(self) -> T {
         match self {
             Pending::Value(value) => value,
-            // SAFETY: the node was never linked, so its value is still there
-            // and we own it alone; the node is then freed without the value.
-            Pending::Node(node) => unsafe { node.slot.take_data() },
+            Pending::Node(mut node) => match node.cells.as_mut() {
+                Some(cells) => cells.take_unpublished(),
+                // SAFETY: an offer never linked: its value is still there
+                // and we own it alone; the node is then freed without it.
+                None => unsafe { node.slot.take_data() },
+            },
         }
     }
 
@@ -207,7 +237,7 @@ impl<T> Pending<T> {
     fn into_node(self, offer: bool) -> Owned<Node<T>> {
         match self {
             Pending::Value(value) if offer => Node::new(Slot::offer(value)),
-            Pending::Value(value) => Node::new(Slot::data(value)),
+            Pending::Value(value) => Node::segment(value),
             Pending::Node(node) => node,
         }
     }
@@ -337,8 +367,8 @@ impl<T> DualQueue<T> {
             let (head_ref, tail_ref) = unsafe { (head.deref(), tail.deref()) };
 
             if head == tail || !tail_ref.slot.is_reservation() {
-                // No reservations: append a data node (or an offer) after
-                // `tail`.
+                // No reservations: store the value in the last segment, or
+                // append a new segment (or an offer) after `tail`.
                 if put == Put::OnlyToWaiter {
                     return Placed::NoConsumer(pending.into_value());
                 }
@@ -351,8 +381,26 @@ impl<T> DualQueue<T> {
                     continue;
                 }
                 if next.tag() & SEAL != 0 {
-                    self.note_closed();
+                    self.closed_at(tail_ref);
                     return Placed::Closed(pending.into_value());
+                }
+                if let Some(cells) = &tail_ref.cells {
+                    if put == Put::Store {
+                        // The common case: a free cell in the last segment.
+                        // (A node allocated by a lost append is given up:
+                        // nothing may be linked after a segment open to
+                        // writers.)
+                        match cells.try_push(pending.into_value()) {
+                            Ok(()) => return Placed::Done,
+                            // Full, sealed, or our cell was broken (then
+                            // `try_push` sealed it): append a new segment.
+                            Err(value) => pending = Pending::Value(value),
+                        }
+                    } else {
+                        // An offer goes behind every stored value: no value
+                        // may land in this segment once the offer is linked.
+                        cells.seal();
+                    }
                 }
                 // Release: publishes the node's contents; pairs with the
                 // Acquire loads of `next`.
@@ -767,7 +815,7 @@ impl<T> DualQueue<T> {
     /// assert_eq!(q.waiting_producers(), 0);
     /// ```
     pub fn waiting_producers(&self) -> usize {
-        self.count(|slot| slot.is_offer() && slot.is_offered())
+        self.count(|node| usize::from(node.slot.is_offer() && node.slot.is_offered()))
     }
 
     /// Closes the queue: wakes every waiting consumer, makes later pushes
@@ -784,13 +832,13 @@ impl<T> DualQueue<T> {
     /// ```
     pub fn close(&self) -> bool {
         let guard = &epoch::pin();
-        let sealed_here = loop {
+        let (sealed_here, last) = loop {
             let tail = self.tail.load(Ordering::Acquire, guard);
             // SAFETY: `tail` is never retired while we are pinned.
             let tail_ref = unsafe { tail.deref() };
             let next = tail_ref.next.load(Ordering::Acquire, guard);
             if next.tag() & SEAL != 0 {
-                break false;
+                break (false, tail_ref);
             }
             if !next.with_tag(0).is_null() {
                 self.advance_tail(tail, guard);
@@ -809,10 +857,10 @@ impl<T> DualQueue<T> {
                 )
                 .is_ok()
             {
-                break true;
+                break (true, tail_ref);
             }
         };
-        self.note_closed();
+        self.closed_at(last);
         // Wake every reservation still waiting. All were linked before the
         // seal, so all are reachable from `head`.
         let mut node = self.head.load(Ordering::Acquire, guard);
@@ -858,12 +906,16 @@ impl<T> DualQueue<T> {
             .next
             .load(Ordering::Acquire, guard)
             .with_tag(0);
-        // Dead offers at the front do not count; the first other node
-        // decides (O(1) unless transfers timed out there).
+        // Dead offers and drained segments at the front do not count; the
+        // first other node decides (O(1) unless transfers timed out there or
+        // consumers drained a segment that `head` has not passed yet).
         // SAFETY: every node is reached from `head` while pinned.
         while let Some(node_ref) = unsafe { node.as_ref() } {
-            if !(node_ref.slot.is_offer() && node_ref.is_dead()) {
-                return !node_ref.slot.holds_value();
+            if node_ref.values() > 0 {
+                return false;
+            }
+            if node_ref.slot.is_reservation() {
+                return true;
             }
             node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
         }
@@ -883,7 +935,7 @@ impl<T> DualQueue<T> {
     /// assert_eq!(q.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.count(|slot| slot.holds_value())
+        self.count(Node::values)
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
@@ -897,10 +949,10 @@ impl<T> DualQueue<T> {
     /// assert_eq!(q.waiting_consumers(), 0);
     /// ```
     pub fn waiting_consumers(&self) -> usize {
-        self.count(|slot| slot.is_reservation() && slot.is_waiting())
+        self.count(|node| usize::from(node.slot.is_reservation() && node.slot.is_waiting()))
     }
 
-    fn count(&self, counts: impl Fn(&Slot<T>) -> bool) -> usize {
+    fn count(&self, counts: impl Fn(&Node<T>) -> usize) -> usize {
         let guard = &epoch::pin();
         let head = self.head.load(Ordering::Acquire, guard);
         // SAFETY: `head` is never retired while we are pinned.
@@ -911,7 +963,7 @@ impl<T> DualQueue<T> {
         let mut n = 0;
         // SAFETY: every node is reached from `head` while pinned.
         while let Some(node_ref) = unsafe { node.as_ref() } {
-            n += usize::from(counts(&node_ref.slot));
+            n += counts(node_ref);
             node = node_ref.next.load(Ordering::Acquire, guard).with_tag(0);
         }
         n
@@ -963,20 +1015,10 @@ impl<T> DualQueue<T> {
                     }
                 }
                 if !link {
-                    if saw_closed {
-                        return Step::Closed; // empty after `closed` was set
+                    match self.empty_or_closed(&mut saw_closed) {
+                        Some(step) => return step,
+                        None => continue,
                     }
-                    // SeqCst: orders the emptiness we just saw before the
-                    // `closed` load; pairs with the fence in `note_closed`.
-                    fence(Ordering::SeqCst);
-                    // Acquire: pairs with the Release store in `note_closed`,
-                    // so the look once more sees every append that preceded
-                    // the seal.
-                    if self.closed.load(Ordering::Acquire) {
-                        saw_closed = true; // look once more: it is final now
-                        continue;
-                    }
-                    return Step::Empty;
                 }
                 let next = tail_ref.next.load(Ordering::Acquire, guard);
                 if tail != self.tail.load(Ordering::Acquire, guard) {
@@ -987,7 +1029,7 @@ impl<T> DualQueue<T> {
                     continue;
                 }
                 if next.tag() & SEAL != 0 {
-                    self.note_closed();
+                    self.closed_at(tail_ref);
                     return Step::Closed;
                 }
                 let node = reservation
@@ -1039,16 +1081,50 @@ impl<T> DualQueue<T> {
                         None => continue,
                     }
                 }
-                if self.advance_head(head, first, guard) {
-                    // SAFETY: our head CAS moved `head` onto `first`, and a
-                    // datum becomes the dummy (its value taken) only by
-                    // that CAS, which succeeds once per node, so we are its
-                    // only taker; it was published by its append (Release)
-                    // and our Acquire load of `head.next`.
-                    return Step::Taken(unsafe { first_ref.slot.take_data() });
+                let Some(cells) = &first_ref.cells else {
+                    unreachable!("every data node after the dummy is a segment");
+                };
+                match cells.try_take() {
+                    Take::Taken(value) => return Step::Taken(value),
+                    Take::Broken => continue,
+                    // Every value of `first` is claimed and none can come:
+                    // it becomes the dummy.
+                    Take::Exhausted => {
+                        self.advance_head(head, first, guard);
+                    }
+                    // `first` is open to writers, so nothing follows it:
+                    // no value is stored.
+                    Take::Empty if !link => match self.empty_or_closed(&mut saw_closed) {
+                        Some(step) => return step,
+                        None => continue,
+                    },
+                    // To link a reservation after `first`, first stop values
+                    // from landing in it: then it drains (every claimed cell
+                    // is taken or broken), becomes the dummy, and the
+                    // reservation is linked after it.
+                    Take::Empty => cells.seal(),
                 }
             }
         }
+    }
+
+    /// A `try_pop` found no value: reports it, or (`None`) asks the caller
+    /// to look once more because the queue is closed.
+    fn empty_or_closed(&self, saw_closed: &mut bool) -> Option<Step<T>> {
+        if *saw_closed {
+            return Some(Step::Closed); // empty after `closed` was set
+        }
+        // SeqCst: orders the emptiness we just saw before the `closed` load;
+        // pairs with the fence in `note_closed`.
+        fence(Ordering::SeqCst);
+        // Acquire: pairs with the Release store in `note_closed`, so the look
+        // once more sees every append and every claim of a cell that preceded
+        // the seals.
+        if self.closed.load(Ordering::Acquire) {
+            *saw_closed = true; // look once more: it is final now
+            return None;
+        }
+        Some(Step::Empty)
     }
 
     /// Whether a node just linked after `pred` (the `tail` it was appended
@@ -1229,6 +1305,17 @@ impl<T> DualQueue<T> {
         }
     }
 
+    /// Called with the last node, whose `next` is sealed: seals its cells
+    /// too (so no value can land in it any more), then notes the close.
+    /// Every store of `closed` comes after both seals, so whoever sees
+    /// `closed` also sees that the last segment takes no more values.
+    fn closed_at(&self, last: &Node<T>) {
+        if let Some(cells) = &last.cells {
+            cells.seal();
+        }
+        self.note_closed();
+    }
+
     /// Stores `closed` after seeing the seal, before reporting "closed", so no
     /// operation reports it ahead of the close's linearization point.
     fn note_closed(&self) {
@@ -1252,13 +1339,13 @@ impl<T> Drop for DualQueue<T> {
                 .load(Ordering::Relaxed, guard)
                 .as_raw(),
         };
-        // SAFETY: the list's reference to the dummy.
+        // SAFETY: the list's reference to the dummy (a drained segment, or
+        // the initial dummy: no values).
         unsafe { Node::release(head.as_raw()) };
-        // If a value's `drop` panics, unwinding drops `rest`, which frees the
-        // remaining nodes and values; a second panic aborts, as in `Vec`.
-        while let Some(value) = rest.pop() {
-            drop(value);
-        }
+        // Freeing a segment drops the values it still holds. If one's `drop`
+        // panics, unwinding drops `rest`, which frees the remaining nodes and
+        // values; a second panic aborts, as in `Vec`.
+        while rest.free_next() {}
     }
 }
 
@@ -1268,11 +1355,11 @@ struct Chain<T> {
 }
 
 impl<T> Chain<T> {
-    /// Frees the next node; returns its value, if it is a datum.
-    fn pop(&mut self) -> Option<Option<T>> {
+    /// Frees the next node (and a segment's values); `false` at the end.
+    fn free_next(&mut self) -> bool {
         let node = self.next; // `as_raw` already stripped the tag bits
         if node.is_null() {
-            return None;
+            return false;
         }
         // SAFETY: the queue is being dropped; this is the list's reference
         // to a node still in the list, and no waiter holds the other one.
@@ -1283,16 +1370,15 @@ impl<T> Chain<T> {
                 .as_raw();
             // An offer's value went to a consumer or back to its producer
             // (who has returned: it borrows the queue).
-            let value = (*node).slot.is_datum().then(|| (*node).slot.take_data());
             Node::release(node);
-            Some(value)
+            true
         }
     }
 }
 
 impl<T> Drop for Chain<T> {
     fn drop(&mut self) {
-        while self.pop().is_some() {}
+        while self.free_next() {}
     }
 }
 

@@ -12,7 +12,7 @@ pub(crate) use crossbeam_epoch as epoch;
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
     pub(crate) use loom::thread::{current, park, yield_now, Thread};
 
     use std::time::Instant;
@@ -55,7 +55,7 @@ mod imp {
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
     pub(crate) use std::thread::{current, park, park_timeout, Thread};
 
     use std::time::Instant;
@@ -104,6 +104,23 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// Runs the loom model `f` at preemption bound 3 (unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise) and prints how many interleavings
+/// it explored: the unit-test models' common runner.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&runs);
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound.get_or_insert(3);
+    builder.check(move || {
+        counter.fetch_add(1, Relaxed);
+        f();
+    });
+    println!("loom model {name}: {} interleavings", runs.load(Relaxed));
+}
 
 /// The `Acquire` half of dropping the last reference of a reference count
 /// whose decrements are `Release` `fetch_sub`s: call it after the decrement

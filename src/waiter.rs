@@ -280,22 +280,8 @@ mod loom_models {
     use loom::sync::Arc;
     use loom::thread;
 
-    /// Runs `f` under loom at preemption bound 3 (unless `LOOM_MAX_PREEMPTIONS`
-    /// says otherwise) and prints how many interleavings it explored.
     fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-        let runs = std::sync::Arc::new(AtomicUsize::new(0));
-        let counter = std::sync::Arc::clone(&runs);
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound.get_or_insert(3);
-        builder.check(move || {
-            counter.fetch_add(1, Relaxed);
-            f();
-        });
-        println!(
-            "loom model waiter::{name}: {} interleavings",
-            runs.load(Relaxed)
-        );
+        crate::sync::loom_model(&format!("waiter::{name}"), f);
     }
 
     /// The waiting side's loop of the module docs, on a thread.

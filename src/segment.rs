@@ -1,0 +1,468 @@
+//! A data segment: the cells of one [`DualQueue`](crate::DualQueue) data
+//! node, which stores up to [`Segment::capacity`] values instead of one.
+//!
+//! One node and one allocation per value made the buffered path slow
+//! (allocation, a deferred free and at least one cache-line transfer per
+//! value) and memory-hungry (72 B per `u64`). A segment stores values in
+//! an array: producers claim cells by `fetch_add` on `enq`, consumers by a
+//! CAS on `deq`, and the two meet in the cell, as in the fetch-and-add
+//! queues of Yang & Mellor-Crummey (PPoPP 2016) and Koval et al. (PLDI
+//! 2023). The queue's linked list still holds everything that waits
+//! (reservations, offers); see `docs/buffered-path.md`.
+//!
+//! # The counters
+//!
+//! * `enq` counts producer claims; its top bit is `SEALED`. `fetch_add`
+//!   hands each producer a distinct index `i`: it may write cell `i` only
+//!   if `i < capacity` and the returned word was not sealed. Once sealed
+//!   (or full) the set of writable cells is fixed: the *claimed count*
+//!   `min(enq & !SEALED, capacity)` may still grow through late claims
+//!   (returned sealed), but each such producer breaks its own cell at once.
+//! * `deq` counts consumer claims. A consumer claims index `d` by CAS
+//!   `d -> d + 1` only if `d` is below the claimed count, so `deq` never
+//!   passes `enq`, and each index has at most one producer and at most one
+//!   consumer.
+//!
+//! A segment is *sealed* before anything is linked after it (a
+//! reservation, an offer, a new segment after a broken cell) or when the
+//! queue closes: no value can then land in it behind a later node.
+//!
+//! # A cell's states
+//!
+//! | state    | value          | moved on by                                          | to       |
+//! |----------|----------------|------------------------------------------------------|----------|
+//! | `EMPTY`  | uninitialised  | its producer, after writing the value (CAS, `Release`) | `READY`  |
+//! | `EMPTY`  | uninitialised  | its consumer, tired of waiting; or its producer whose claim came after the seal (CAS) | `BROKEN` |
+//! | `READY`  | initialised    | its consumer, after moving the value out (store)     | `TAKEN`  |
+//! | `TAKEN`  | moved out      | nobody                                                | terminal |
+//! | `BROKEN` | uninitialised  | nobody; the producer (if any) keeps its value         | terminal |
+//!
+//! The only race on a cell is `EMPTY -> READY` against `EMPTY -> BROKEN`,
+//! and exactly one CAS wins: a value is either delivered to the cell's one
+//! consumer or stays with its producer, never both. A producer whose cell
+//! was broken seals the segment and appends a new segment that already
+//! holds its value (so a slow producer cannot be starved by breaking
+//! consumers: see `DualQueue::put`).
+//!
+//! # Synchronization
+//!
+//! * The value is published by the producer's `Release` CAS to `READY` and
+//!   read after the consumer's `Acquire` load of `READY`.
+//! * The counters publish nothing themselves (`Relaxed` RMWs); what a
+//!   reader of them needs is coherence: each index is handed out once, and
+//!   whoever sees the seal (through the queue's `closed` flag, stored
+//!   `Release` after sealing) sees every claim before it.
+//! * The segment is freed through the queue's epoch collector, after the
+//!   node holding it left the list; every cell access is made while pinned.
+
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{AtomicU8, AtomicUsize, Ordering, Spin, UnsafeCell};
+
+const EMPTY: u8 = 0;
+const READY: u8 = 1;
+const TAKEN: u8 = 2;
+const BROKEN: u8 = 3;
+
+/// Top bit of `enq`: no more cells can be claimed for writing.
+const SEALED: usize = 1 << (usize::BITS - 1);
+
+/// Bytes of values per segment that the capacity aims at (a segment of
+/// `u64`s holds [`MAX_CELLS`] of them; a segment of 4 KiB values, one).
+const VALUE_BYTES: usize = 4096;
+/// The most cells in a segment.
+#[cfg(not(loom))]
+const MAX_CELLS: usize = 64;
+/// Under loom, two cells: models cross segment boundaries with few values.
+#[cfg(loom)]
+const MAX_CELLS: usize = 2;
+
+/// What a consumer's attempt to take from a segment found.
+pub(crate) enum Take<T> {
+    /// The oldest value not yet claimed, moved out.
+    Taken(T),
+    /// The claimed cell was broken (its producer was late): try again.
+    Broken,
+    /// No value here and none can come: every writable cell is claimed by a
+    /// consumer. The node may become the dummy.
+    Exhausted,
+    /// No value here now, but producers may still claim cells.
+    Empty,
+}
+
+/// Up to `capacity()` values; see the module docs.
+pub(crate) struct Segment<T> {
+    /// Producer claims (`fetch_add`), with [`SEALED`].
+    enq: CachePadded<AtomicUsize>,
+    /// Consumer claims (CAS), never above the claimed count.
+    deq: CachePadded<AtomicUsize>,
+    states: Box<[AtomicU8]>,
+    values: Box<[UnsafeCell<MaybeUninit<T>>]>,
+}
+
+impl<T> Segment<T> {
+    /// How many cells a segment of `T`s has.
+    pub(crate) fn capacity() -> usize {
+        (VALUE_BYTES / std::mem::size_of::<T>().max(1)).clamp(1, MAX_CELLS)
+    }
+
+    /// A segment whose first cell already holds `value` (claimed and
+    /// `READY`): it is published with it, so no consumer can break it.
+    pub(crate) fn with_first(value: T) -> Self {
+        let cells = Self::capacity();
+        let states: Box<[AtomicU8]> = (0..cells)
+            .map(|i| AtomicU8::new(if i == 0 { READY } else { EMPTY }))
+            .collect();
+        let values: Box<[UnsafeCell<MaybeUninit<T>>]> = (0..cells)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect();
+        // SAFETY: the segment is not shared yet; cell 0 is ours.
+        values[0].with_mut(|p| unsafe { (*p).write(value) });
+        Segment {
+            enq: CachePadded::new(AtomicUsize::new(1)),
+            deq: CachePadded::new(AtomicUsize::new(0)),
+            states,
+            values,
+        }
+    }
+
+    /// A producer's attempt to store `value` in the next free cell. Gives
+    /// the value back if the segment is full or sealed, or if a consumer
+    /// broke the claimed cell; in the latter case the segment is sealed
+    /// before returning (the caller then appends a new segment).
+    pub(crate) fn try_push(&self, value: T) -> Result<(), T> {
+        // Relaxed: the index is a claim; the value is published by the cell
+        // CAS below. Each index is handed out once (RMW on one word).
+        let claim = self.enq.fetch_add(1, Ordering::Relaxed);
+        let index = claim & !SEALED;
+        if index >= self.states.len() {
+            return Err(value); // full: the claimed count is fixed
+        }
+        if claim & SEALED != 0 {
+            // A claim after the seal: nobody may write here, and the cell's
+            // consumer (if any) must not wait for it.
+            let _ = self.states[index].compare_exchange(
+                EMPTY,
+                BROKEN,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return Err(value);
+        }
+        // SAFETY: index `index` is ours alone (the fetch_add above), and
+        // the cell is EMPTY: nobody reads it until it is READY.
+        self.values[index].with_mut(|p| unsafe { (*p).write(value) });
+        // Release: publishes the value; pairs with the consumer's Acquire
+        // load in `take_claimed`. Relaxed on failure: the cell was broken
+        // and we read nothing the breaker wrote.
+        match self.states[index].compare_exchange(
+            EMPTY,
+            READY,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                // BROKEN: no consumer will read the cell; the value is still
+                // ours alone.
+                // SAFETY: written above, never published.
+                let value = self.values[index].with(|p| unsafe { ptr::read(p).assume_init() });
+                self.seal();
+                Err(value)
+            }
+        }
+    }
+
+    /// A consumer's attempt to take the oldest unclaimed value.
+    pub(crate) fn try_take(&self) -> Take<T> {
+        loop {
+            let deq = self.deq.load(Ordering::Relaxed);
+            let enq = self.enq.load(Ordering::Relaxed);
+            let claimed = (enq & !SEALED).min(self.states.len());
+            if deq < claimed {
+                // Relaxed: a claim; the value comes through the cell's state.
+                if self
+                    .deq
+                    .compare_exchange_weak(deq, deq + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return match self.take_claimed(deq) {
+                        Some(value) => Take::Taken(value),
+                        None => Take::Broken,
+                    };
+                }
+            } else if self.is_closed_to_writers(enq) {
+                return Take::Exhausted;
+            } else {
+                return Take::Empty;
+            }
+        }
+    }
+
+    /// Waits briefly for the producer of the cell at `index`, which this
+    /// consumer has claimed, then takes its value or breaks the cell.
+    fn take_claimed(&self, index: usize) -> Option<T> {
+        let state = &self.states[index];
+        let spin = Spin::new();
+        loop {
+            // Acquire: pairs with the producer's Release CAS to READY.
+            match state.load(Ordering::Acquire) {
+                READY => {
+                    // SAFETY: READY: the value is initialised and published;
+                    // we are the cell's only consumer (our deq claim).
+                    let value = self.values[index].with(|p| unsafe { ptr::read(p).assume_init() });
+                    // Relaxed: only `Drop` (after the epoch's synchronization)
+                    // reads it.
+                    state.store(TAKEN, Ordering::Relaxed);
+                    return Some(value);
+                }
+                BROKEN => return None, // a late claim after the seal
+                _ if spin.is_completed() => {
+                    // Acquire on failure: READY then publishes the value.
+                    if state
+                        .compare_exchange(EMPTY, BROKEN, Ordering::Relaxed, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return None;
+                    }
+                }
+                _ => spin.snooze(),
+            }
+        }
+    }
+
+    /// Seals the segment: no cell can be claimed for writing any more.
+    pub(crate) fn seal(&self) {
+        // Relaxed: the seal publishes nothing; writers learn of it from the
+        // RMW order on `enq`.
+        self.enq.fetch_or(SEALED, Ordering::Relaxed);
+    }
+
+    /// Whether no new value can land in the segment: sealed or full.
+    fn is_closed_to_writers(&self, enq: usize) -> bool {
+        enq & SEALED != 0 || enq >= self.states.len()
+    }
+
+    /// How many values are stored and not yet claimed by a consumer (a
+    /// snapshot).
+    pub(crate) fn ready_values(&self) -> usize {
+        let deq = self.deq.load(Ordering::Acquire);
+        let claimed = (self.enq.load(Ordering::Acquire) & !SEALED).min(self.states.len());
+        (deq..claimed)
+            .filter(|&i| self.states[i].load(Ordering::Acquire) == READY)
+            .count()
+    }
+
+    /// Moves the value out of cell 0 of a segment that was never published
+    /// (an append that lost its CAS and is given up).
+    pub(crate) fn take_unpublished(&mut self) -> T {
+        debug_assert_eq!(self.states[0].load(Ordering::Relaxed), READY);
+        self.states[0].store(TAKEN, Ordering::Relaxed);
+        // SAFETY: `&mut self`: unpublished, and cell 0 is READY.
+        self.values[0].with(|p| unsafe { ptr::read(p).assume_init() })
+    }
+}
+
+impl<T> Drop for Segment<T> {
+    fn drop(&mut self) {
+        // Values never taken: a queue dropped with values in it. (A segment
+        // that left the list is exhausted and holds none.) Moved into a
+        // `Vec` first, so that a panicking `drop` of one still drops the
+        // others, as a `Vec`'s does.
+        let mut left = Vec::new();
+        for (state, value) in self.states.iter().zip(self.values.iter()) {
+            if state.load(Ordering::Relaxed) == READY {
+                state.store(TAKEN, Ordering::Relaxed);
+                // SAFETY: `&mut self`; READY: initialised, never moved out.
+                left.push(value.with(|p| unsafe { ptr::read(p).assume_init() }));
+            }
+        }
+        drop(left);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as Count;
+
+    fn take(segment: &Segment<u32>) -> Option<u32> {
+        match segment.try_take() {
+            Take::Taken(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    // Values come out in the order their cells were claimed; a full segment
+    // hands the value back; drained, it is exhausted.
+    #[test]
+    fn fills_in_order_then_refuses() {
+        let cap = Segment::<u32>::capacity();
+        assert_eq!(cap, MAX_CELLS);
+        let segment = Segment::with_first(0);
+        for i in 1..cap as u32 {
+            assert!(segment.try_push(i).is_ok());
+        }
+        assert_eq!(segment.try_push(99), Err(99));
+        assert_eq!(segment.ready_values(), cap);
+        for i in 0..cap as u32 {
+            assert_eq!(take(&segment), Some(i));
+        }
+        assert!(matches!(segment.try_take(), Take::Exhausted));
+    }
+
+    // An open segment with nothing stored is empty, not exhausted; sealed, it
+    // takes no more values and (drained) is exhausted.
+    #[test]
+    fn seal_stops_writers() {
+        let segment = Segment::with_first(7);
+        assert_eq!(take(&segment), Some(7));
+        assert!(matches!(segment.try_take(), Take::Empty));
+        segment.seal();
+        assert_eq!(segment.try_push(8), Err(8));
+        // The late claim broke its own cell; a consumer passes it at once.
+        assert!(matches!(segment.try_take(), Take::Broken));
+        assert!(matches!(segment.try_take(), Take::Exhausted));
+    }
+
+    // A cell broken by its consumer hands the producer its value back and
+    // seals the segment.
+    #[test]
+    fn broken_cell_returns_the_value() {
+        let segment = Segment::with_first(1);
+        // Claim cell 1 for writing without writing it, as a slow producer.
+        segment.enq.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(take(&segment), Some(1));
+        // The consumer waits its spin phase for the producer, then breaks it.
+        assert!(matches!(segment.try_take(), Take::Broken));
+        assert!(matches!(segment.try_take(), Take::Empty));
+        // The slow producer now writes cell 1 (as `try_push` would after
+        // its claim) and finds it broken.
+        let cell = 1;
+        segment.values[cell].with_mut(|p| unsafe { (*p).write(5) });
+        assert!(segment.states[cell]
+            .compare_exchange(EMPTY, READY, Ordering::Release, Ordering::Relaxed)
+            .is_err());
+        segment.seal();
+        assert!(matches!(segment.try_take(), Take::Exhausted));
+    }
+
+    // Every value still stored is dropped exactly once with the segment, and
+    // taken ones are not dropped again.
+    #[test]
+    fn drop_drops_what_is_left() {
+        static DROPS: Count = Count::new(0);
+        struct D;
+        impl Drop for D {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let segment = Segment::with_first(D);
+        for _ in 0..4 {
+            assert!(segment.try_push(D).is_ok());
+        }
+        match segment.try_take() {
+            Take::Taken(d) => drop(d),
+            _ => panic!("stored value not taken"),
+        }
+        assert_eq!(DROPS.load(Ordering::Relaxed), 1);
+        drop(segment);
+        assert_eq!(DROPS.load(Ordering::Relaxed), 5);
+    }
+
+    // Large values get fewer cells (one for 4 KiB), zero-sized ones the most.
+    #[test]
+    fn capacity_follows_the_value_size() {
+        assert_eq!(Segment::<[u8; 4096]>::capacity(), 1);
+        assert_eq!(Segment::<[u8; 1024]>::capacity(), 4);
+        assert_eq!(Segment::<()>::capacity(), MAX_CELLS);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+        crate::sync::loom_model(&format!("segment::{name}"), f);
+    }
+
+    /// Takes until the segment reports something other than a broken cell.
+    fn take_skipping_broken(segment: &Segment<u32>) -> Take<u32> {
+        loop {
+            match segment.try_take() {
+                Take::Broken => continue,
+                other => return other,
+            }
+        }
+    }
+
+    // A producer writing its cell races the consumer that claimed it and
+    // breaks it: the value reaches exactly one of them, and a producer whose
+    // cell was broken leaves the segment sealed.
+    #[test]
+    fn write_races_break() {
+        model("write_races_break", || {
+            let segment = Arc::new(Segment::with_first(1));
+            let producer = {
+                let segment = Arc::clone(&segment);
+                thread::spawn(move || segment.try_push(2))
+            };
+            assert!(matches!(segment.try_take(), Take::Taken(1)));
+            let consumer_got = match take_skipping_broken(&segment) {
+                Take::Taken(v) => Some(v),
+                Take::Empty | Take::Exhausted => None,
+                Take::Broken => unreachable!(),
+            };
+            let pushed = producer.join().unwrap();
+            match (pushed, consumer_got) {
+                (Ok(()), Some(2)) => {}
+                (Ok(()), None) => {
+                    // Stored after our look: still there.
+                    assert!(matches!(segment.try_take(), Take::Taken(2)));
+                }
+                (Err(2), None) => {
+                    assert!(matches!(segment.try_take(), Take::Exhausted), "not sealed");
+                }
+                (p, c) => panic!("value lost or doubled: push {p:?}, take {c:?}"),
+            }
+        });
+    }
+
+    // A seal races a producer's claim: after the seal the segment drains to
+    // exhausted, and the value was taken iff the push succeeded.
+    #[test]
+    fn seal_races_claim() {
+        model("seal_races_claim", || {
+            let segment = Arc::new(Segment::with_first(1));
+            let producer = {
+                let segment = Arc::clone(&segment);
+                thread::spawn(move || segment.try_push(2))
+            };
+            segment.seal();
+            let mut taken = Vec::new();
+            loop {
+                match take_skipping_broken(&segment) {
+                    Take::Taken(v) => taken.push(v),
+                    Take::Exhausted => break,
+                    Take::Empty => panic!("a sealed segment reported empty"),
+                    Take::Broken => unreachable!(),
+                }
+            }
+            let pushed = producer.join().unwrap();
+            match pushed {
+                Ok(()) => assert_eq!(taken, [1, 2]),
+                Err(v) => {
+                    assert_eq!(v, 2);
+                    assert_eq!(taken, [1]);
+                }
+            }
+        });
+    }
+}
