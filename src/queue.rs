@@ -358,6 +358,21 @@ impl<T> DualQueue<T> {
             return Placed::Closed(value);
         }
         let guard = &epoch::pin();
+        let mut value = value;
+        if put == Put::Store {
+            // The common case, decided without `head`: a free cell in the
+            // last segment. A segment open to writers has nothing linked
+            // after it (it is sealed first), so no consumer waits.
+            // SAFETY: `tail` never points at a retired node while we are
+            // pinned.
+            if let Some(cells) = &unsafe { self.tail.load(Ordering::Acquire, guard).deref() }.cells
+            {
+                match cells.try_push(value) {
+                    Ok(()) => return Placed::Done,
+                    Err(back) => value = back,
+                }
+            }
+        }
         let mut pending = Pending::Value(value);
         loop {
             let head = self.head.load(Ordering::Acquire, guard);
@@ -991,10 +1006,43 @@ impl<T> DualQueue<T> {
         let mut saw_closed = false;
         loop {
             let head = self.head.load(Ordering::Acquire, guard);
+            // SAFETY: never retired while we are pinned.
+            let head_ref = unsafe { head.deref() };
+            let first = head_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+
+            // The common case, decided without `tail`: the first node is a
+            // segment. If it is still open to writers `head` cannot have
+            // passed it (it becomes the dummy only once exhausted), so it is
+            // the front of the queue even if our `head` is stale.
+            // SAFETY: reached from `head` while pinned.
+            if let Some(cells) = unsafe { first.as_ref() }.and_then(|f| f.cells.as_deref()) {
+                match cells.try_take() {
+                    Take::Taken(value) => return Step::Taken(value),
+                    Take::Broken => {}
+                    // Every value of `first` is claimed and none can come:
+                    // it becomes the dummy.
+                    Take::Exhausted => {
+                        self.advance_head(head, first, guard);
+                    }
+                    // `first` is open to writers, so nothing follows it: no
+                    // value is stored.
+                    Take::Empty if !link => {
+                        if let Some(step) = self.empty_or_closed(&mut saw_closed) {
+                            return step;
+                        }
+                    }
+                    // To link a reservation after `first`, first stop values
+                    // from landing in it: then it drains (every claimed cell
+                    // is taken or broken), becomes the dummy, and the
+                    // reservation is linked after it.
+                    Take::Empty => cells.seal(),
+                }
+                continue;
+            }
+
             let tail = self.tail.load(Ordering::Acquire, guard);
             // SAFETY: never retired while we are pinned.
-            let (head_ref, tail_ref) = unsafe { (head.deref(), tail.deref()) };
-            let first = head_ref.next.load(Ordering::Acquire, guard).with_tag(0);
+            let tail_ref = unsafe { tail.deref() };
 
             if head == tail || tail_ref.slot.is_reservation() {
                 // No data. Help remove a dead reservation at the front, so
@@ -1059,50 +1107,23 @@ impl<T> DualQueue<T> {
                     Err(e) => *reservation = Some(e.new),
                 }
             } else {
-                // Data: move `head` onto the first data node and take its value.
+                // Data, and `first` is not a segment (handled above): an
+                // offer, unless the snapshot is stale.
                 // SAFETY: reached from `head` while pinned.
                 let Some(first_ref) = (unsafe { first.as_ref() }) else {
                     continue;
                 };
-                if first_ref.slot.is_reservation()
-                    || head != self.head.load(Ordering::Acquire, guard)
-                {
+                if !first_ref.slot.is_offer() || head != self.head.load(Ordering::Acquire, guard) {
                     continue; // stale snapshot
                 }
-                if first_ref.slot.is_offer() {
-                    // Claim the offer in place (a live offer is never past
-                    // `head` nor unlinked), then help it out of the list;
-                    // a dead one is only helped out.
-                    // SAFETY: reached from `head` while pinned.
-                    let taken = unsafe { first_ref.slot.take_offer() };
-                    self.advance_head(head, first, guard);
-                    match taken {
-                        Some(value) => return Step::Taken(value),
-                        None => continue,
-                    }
-                }
-                let Some(cells) = &first_ref.cells else {
-                    unreachable!("every data node after the dummy is a segment");
-                };
-                match cells.try_take() {
-                    Take::Taken(value) => return Step::Taken(value),
-                    Take::Broken => continue,
-                    // Every value of `first` is claimed and none can come:
-                    // it becomes the dummy.
-                    Take::Exhausted => {
-                        self.advance_head(head, first, guard);
-                    }
-                    // `first` is open to writers, so nothing follows it:
-                    // no value is stored.
-                    Take::Empty if !link => match self.empty_or_closed(&mut saw_closed) {
-                        Some(step) => return step,
-                        None => continue,
-                    },
-                    // To link a reservation after `first`, first stop values
-                    // from landing in it: then it drains (every claimed cell
-                    // is taken or broken), becomes the dummy, and the
-                    // reservation is linked after it.
-                    Take::Empty => cells.seal(),
+                // Claim the offer in place (a live offer is never past `head`
+                // nor unlinked), then help it out of the list; a dead one is
+                // only helped out.
+                // SAFETY: reached from `head` while pinned.
+                let taken = unsafe { first_ref.slot.take_offer() };
+                self.advance_head(head, first, guard);
+                if let Some(value) = taken {
+                    return Step::Taken(value);
                 }
             }
         }
