@@ -10,14 +10,36 @@
 //! reservations (live or dead), never a mix. `tail` points at the last node or
 //! the one before it (it lags by at most one, as in Michael & Scott).
 //!
+//! A data node is a *segment* of up to 64 values ([`crate::segment`]: its
+//! own counters and cell state table). Producers claim its cells with
+//! `fetch_add`, consumers with a CAS, so a value costs no allocation and
+//! 16 B instead of a 72 B node; reservations and offers stay one node each.
+//! A segment is *open to writers* until it is full or *sealed*, and:
+//!
+//! * **nothing is linked after a segment open to writers.** Whoever links
+//!   after one seals it first (a pop that links a reservation, a transfer
+//!   that links an offer, a push whose cell a consumer broke), and so does
+//!   whatever seals the queue's last `next` for a close (`closed_at`). So no
+//!   value can land in a segment behind a reservation, an offer or a later
+//!   segment, and an open segment is always the last node;
+//! * **a segment becomes the dummy only once exhausted**: closed to writers
+//!   and every claimed cell claimed by a consumer too. Hence an open
+//!   segment right after the dummy is the front of the queue for as long as
+//!   it is open, which the pop's fast path relies on.
+//!
+//! The operations:
+//!
 //! * `push` on a queue of reservations hands its value to the oldest live one
 //!   (`head.next`) by one CAS on that reservation's slot while it is still
 //!   linked ([`Slot::fulfil`]), then helps move `head` onto it. Otherwise it
-//!   appends a data node.
-//! * `pop` on a queue of data moves `head` onto the first data node and takes
-//!   its value (that node becomes the dummy). Otherwise it appends a
-//!   reservation, unpins, and waits on the reservation's slot. (A blocking
-//!   `pop` first polls with `try_pop`s for one spin phase; `reserve` and
+//!   stores the value in the last segment if that one is open (the fast path:
+//!   read `tail`, claim a cell); if not, it appends a new segment that
+//!   already holds the value in its first cell.
+//! * `pop` on a queue of data takes the oldest value of the segment after the
+//!   dummy; a drained, exhausted segment becomes the dummy. If no value is
+//!   stored it appends a reservation (after sealing and draining the last
+//!   segment), unpins, and waits on the reservation's slot. (A blocking `pop`
+//!   first polls with `try_pop`s for one spin phase; `reserve` and
 //!   `pop_async` do not.)
 //! * `transfer` behaves like `push`, except that on a queue of data (or an
 //!   empty one) it appends an *offer*: a data node whose producer waits on
@@ -41,7 +63,7 @@
 //! A node leaves the list in exactly one of two ways, and whoever performs
 //! that step retires it (exactly once):
 //! 1. `head` moves past it (CAS on `head`; the winner retires the old dummy).
-//!    `head` moves only onto a stored datum, a dead reservation (fulfilled,
+//!    `head` moves only onto an exhausted segment, a dead reservation (fulfilled,
 //!    cancelled or closed) or a dead offer (taken, cancelled or closed), and
 //!    only onto the very node the mover checked: a waiting reservation or a
 //!    live offer never becomes the dummy, where no push (pop) would find it;
@@ -51,7 +73,7 @@
 //!
 //! Before either step the leaving node's `next` is frozen whenever its
 //! successor is a reservation or an offer (stored data are never unlinked
-//! from the middle, so a dummy followed by a stored datum needs no freeze). The CAS in (2) expects an
+//! from the middle, so a dummy followed by a segment needs no freeze). The CAS in (2) expects an
 //! unmarked `p.next`, so it fails if `p` is itself leaving; hence a successful
 //! unlink always removes `c` from the live list, and a removed node can never
 //! be re-linked. A sweep never unlinks the last or second-to-last node, so
@@ -61,7 +83,8 @@
 //!
 //! # Closing
 //!
-//! `close` seals the last node's `next` (so no node can be appended), stores
+//! `close` seals the last node's `next` (so no node can be appended) and, if
+//! it is a segment, its cells (so no value can land in it), stores
 //! `closed`, issues `fence(SeqCst)`, and closes every waiting reservation. Its
 //! linearization point is the first store of `closed`; every operation that
 //! fails because it met the seal stores `closed` (and fences) itself before
@@ -232,7 +255,7 @@ impl<T> Pending<T> {
         }
     }
 
-    /// The node to append: a datum, or (`offer`) an offer whose producer
+    /// The node to append: a new segment, or (`offer`) an offer whose producer
     /// will wait for a consumer.
     fn into_node(self, offer: bool) -> Owned<Node<T>> {
         match self {
@@ -1187,7 +1210,7 @@ impl<T> DualQueue<T> {
 
     /// Moves `head` from the dummy `head` onto `next`, which the caller has
     /// seen to be `head`'s successor and dead (a reservation no longer
-    /// waiting) or a datum; never onto a waiting reservation, which would
+    /// waiting) or an exhausted segment; never onto a waiting reservation, which would
     /// drop its waiter out of line. Freezes the dummy's `next` first when
     /// `next` is a reservation (module docs). Returns `true` if this call
     /// moved `head` (and retired the old dummy); `false` if `head` moved or
@@ -1209,7 +1232,7 @@ impl<T> DualQueue<T> {
                 return false;
             }
             // Only reservations and offers are ever unlinked from the
-            // middle; a dummy followed by a datum needs no freeze.
+            // middle; a dummy followed by a segment needs no freeze.
             if current.tag() & MARK != 0 || next_ref.slot.is_datum() {
                 break;
             }
