@@ -13,7 +13,7 @@
 //! A data node is a *segment* of up to 64 values ([`crate::segment`]: its
 //! own counters and cell state table). Producers claim its cells with
 //! `fetch_add`, consumers with a CAS, so a value costs no allocation and
-//! 16 B instead of a 72 B node; reservations and offers stay one node each.
+//! ~14 B instead of a 72 B node; reservations and offers stay one node each.
 //! A segment is *open to writers* until it is full or *sealed*, and:
 //!
 //! * **nothing is linked after a segment open to writers.** Whoever links
