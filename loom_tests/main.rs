@@ -148,6 +148,37 @@ fn push_into_open_segment_races_close() {
     });
 }
 
+/// A push into a drained, still open segment racing a `try_pop` (which may
+/// break the push's cell if the push is late, sending it to append a
+/// segment of its own) and then a `reserve` (which seals the segment and
+/// links): the value ends up in exactly one place: the poll, the
+/// reservation, or stored.
+#[test]
+fn broken_push_races_reserve() {
+    model("broken_push_races_reserve", 3, || {
+        let q = Arc::new(DualQueue::new());
+        q.push(1).unwrap();
+        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || q.push(2).unwrap())
+        };
+        let polled = q.try_pop().ok();
+        let mut reservation = q.reserve();
+        producer.join().unwrap();
+        let reserved = reservation.try_take();
+        drop(reservation);
+        let stored = q.try_pop().ok();
+        let got: Vec<u64> = [polled, reserved, stored].into_iter().flatten().collect();
+        assert_eq!(
+            got,
+            [2],
+            "polled {polled:?}, reserved {reserved:?}, stored {stored:?}"
+        );
+        assert_eq!(q.try_pop(), Err(TryPopError::Empty));
+    });
+}
+
 /// A timed-out pop (its cancel) racing a push: exactly one of "the consumer
 /// got the value" and "the value is still stored".
 #[test]

@@ -130,7 +130,7 @@ use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
 use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
-use crate::segment::{Segment, Take};
+use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
@@ -229,9 +229,14 @@ unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
     // `Send`, and a pointer keeps its provenance (Miri checks it).
     let raw = node.as_raw();
     // SAFETY: threads pinned now may still read the node; the deferred
-    // release runs only after they unpin. The closure drops no `T` (values
-    // are moved out before a node leaves), so running it after the queue (and
-    // any borrow in `T`) is gone is fine.
+    // release runs only after they unpin. The closure drops no `T`, so
+    // running it after the queue (and any borrow in `T`) is gone is fine:
+    // values are moved out of reservations and offers before they leave, and
+    // a segment leaves only once exhausted, when each of its cells that can
+    // still become READY has been claimed by a consumer that pinned before
+    // its claim and takes the value before it unpins (the producer of such a
+    // cell pinned before its claim too). So the deferred `Segment::drop` finds
+    // no READY cell.
     unsafe { guard.defer_unchecked(move || Node::release(raw)) }
 }
 
@@ -382,6 +387,10 @@ impl<T> DualQueue<T> {
         }
         let guard = &epoch::pin();
         let mut value = value;
+        // Set once a consumer broke our cell: from then on we only append a
+        // segment that already holds the value, so a slow producer meets at
+        // most one broken cell (see `crate::segment`).
+        let mut was_broken = false;
         if put == Put::Store {
             // The common case, decided without `head`: a free cell in the
             // last segment. A segment open to writers has nothing linked
@@ -392,7 +401,10 @@ impl<T> DualQueue<T> {
             {
                 match cells.try_push(value) {
                     Ok(()) => return Placed::Done,
-                    Err(back) => value = back,
+                    Err(refused) => {
+                        was_broken = matches!(refused, Refused::Broken(_));
+                        value = refused.into_value();
+                    }
                 }
             }
         }
@@ -423,22 +435,22 @@ impl<T> DualQueue<T> {
                     return Placed::Closed(pending.into_value());
                 }
                 if let Some(cells) = &tail_ref.cells {
-                    if put == Put::Store {
-                        // The common case: a free cell in the last segment.
-                        // (A node allocated by a lost append is given up:
-                        // nothing may be linked after a segment open to
-                        // writers.)
+                    if put == Put::Store && !was_broken && !cells.refuses_writers() {
+                        // A free cell in the last segment, after all. (A
+                        // node allocated by a lost append is given up.)
                         match cells.try_push(pending.into_value()) {
                             Ok(()) => return Placed::Done,
-                            // Full, sealed, or our cell was broken (then
-                            // `try_push` sealed it): append a new segment.
-                            Err(value) => pending = Pending::Value(value),
+                            Err(refused) => {
+                                was_broken = matches!(refused, Refused::Broken(_));
+                                pending = Pending::Value(refused.into_value());
+                            }
                         }
-                    } else {
-                        // An offer goes behind every stored value: no value
-                        // may land in this segment once the offer is linked.
-                        cells.seal();
                     }
+                    // Whatever we link now (a new segment, or an offer) goes
+                    // behind every value stored in this segment: nothing is
+                    // linked after a segment open to writers. (Idempotent: a
+                    // full or broken segment may be sealed already.)
+                    cells.seal();
                 }
                 // Release: publishes the node's contents; pairs with the
                 // Acquire loads of `next`.
@@ -524,7 +536,9 @@ impl<T> DualQueue<T> {
     }
 
     /// Takes the oldest value if there is one. Never blocks and never leaves
-    /// a reservation behind.
+    /// a reservation behind. (If a push has claimed the next cell but not
+    /// yet written it, this waits one bounded spin phase for it, then gives
+    /// up on that cell; the push then stores its value further back.)
     ///
     /// # Errors
     ///

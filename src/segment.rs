@@ -17,7 +17,10 @@
 //!   if `i < capacity` and the returned word was not sealed. Once sealed
 //!   (or full) the set of writable cells is fixed: the *claimed count*
 //!   `min(enq & !SEALED, capacity)` may still grow through late claims
-//!   (returned sealed), but each such producer breaks its own cell at once.
+//!   (returned sealed), but each such producer breaks its own cell right
+//!   after its claim (a consumer that reaches the cell first waits for that
+//!   break, or breaks the cell itself after its spin phase). Producers that
+//!   already saw the segment refuse writers make no claim.
 //! * `deq` counts consumer claims. A consumer claims index `d` by CAS
 //!   `d -> d + 1` only if `d` is below the claimed count, so `deq` never
 //!   passes `enq`, and each index has at most one producer and at most one
@@ -40,9 +43,10 @@
 //! The only race on a cell is `EMPTY -> READY` against `EMPTY -> BROKEN`,
 //! and exactly one CAS wins: a value is either delivered to the cell's one
 //! consumer or stays with its producer, never both. A producer whose cell
-//! was broken seals the segment and appends a new segment that already
-//! holds its value (so a slow producer cannot be starved by breaking
-//! consumers: see `DualQueue::put`).
+//! was broken seals the segment and from then on only appends a new segment
+//! that already holds its value (written before it is published, so no
+//! consumer can break it; see `DualQueue::put`): a push meets at most one
+//! broken cell.
 //!
 //! # Synchronization
 //!
@@ -83,6 +87,23 @@ const MAX_CELLS: usize = 64;
 /// appends.
 #[cfg(any(loom, dualq_small_segments))]
 const MAX_CELLS: usize = 2;
+
+/// Why a segment gave a producer its value back.
+pub(crate) enum Refused<T> {
+    /// Full or sealed: no cell can be claimed for writing.
+    ClosedToWriters(T),
+    /// The claimed cell was broken by its consumer (the producer was late);
+    /// the segment is sealed now.
+    Broken(T),
+}
+
+impl<T> Refused<T> {
+    pub(crate) fn into_value(self) -> T {
+        match self {
+            Refused::ClosedToWriters(value) | Refused::Broken(value) => value,
+        }
+    }
+}
 
 /// What a consumer's attempt to take from a segment found.
 pub(crate) enum Take<T> {
@@ -148,13 +169,14 @@ impl<T> Segment<T> {
     /// the value back if the segment is full or sealed, or if a consumer
     /// broke the claimed cell; in the latter case the segment is sealed
     /// before returning (the caller then appends a new segment).
-    pub(crate) fn try_push(&self, value: T) -> Result<(), T> {
+    pub(crate) fn try_push(&self, value: T) -> Result<(), Refused<T>> {
         // Relaxed: the index is a claim; the value is published by the cell
         // CAS below. Each index is handed out once (RMW on one word).
         let claim = self.back.enq.fetch_add(1, Ordering::Relaxed);
         let index = claim & !SEALED;
         if index >= self.back.states.len() {
-            return Err(value); // full: the claimed count is fixed
+            // Full: the claimed count is fixed.
+            return Err(Refused::ClosedToWriters(value));
         }
         if claim & SEALED != 0 {
             // A claim after the seal: nobody may write here, and the cell's
@@ -165,7 +187,7 @@ impl<T> Segment<T> {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
-            return Err(value);
+            return Err(Refused::ClosedToWriters(value));
         }
         // SAFETY: index `index` is ours alone (the fetch_add above), and
         // the cell is EMPTY: nobody reads it until it is READY.
@@ -186,7 +208,7 @@ impl<T> Segment<T> {
                 // SAFETY: written above, never published.
                 let value = self.back.values[index].with(|p| unsafe { ptr::read(p).assume_init() });
                 self.seal();
-                Err(value)
+                Err(Refused::Broken(value))
             }
         }
     }
@@ -236,7 +258,10 @@ impl<T> Segment<T> {
                     return Some(value);
                 }
                 BROKEN => return None, // a late claim after the seal
-                _ if spin.is_completed() => {
+                // Under loom, break at once: loom's yield lets the producer
+                // finish before we look again, so a spin there would never
+                // break a cell, and the models would miss every break.
+                _ if cfg!(loom) || spin.is_completed() => {
                     // Acquire on failure: READY then publishes the value.
                     if state
                         .compare_exchange(EMPTY, BROKEN, Ordering::Relaxed, Ordering::Acquire)
@@ -255,6 +280,13 @@ impl<T> Segment<T> {
         // Relaxed: the seal publishes nothing; writers learn of it from the
         // RMW order on `enq`.
         self.back.enq.fetch_or(SEALED, Ordering::Relaxed);
+    }
+
+    /// Whether the segment takes no more values (a snapshot that can only
+    /// go from `false` to `true`). A producer that already knows it can
+    /// skip its `fetch_add`, whose late claim a consumer would have to pass.
+    pub(crate) fn refuses_writers(&self) -> bool {
+        self.is_closed_to_writers(self.back.enq.load(Ordering::Relaxed))
     }
 
     /// Whether no new value can land in the segment: sealed or full.
@@ -322,7 +354,11 @@ mod tests {
         for i in 1..cap as u32 {
             assert!(segment.try_push(i).is_ok());
         }
-        assert_eq!(segment.try_push(99), Err(99));
+        assert!(matches!(
+            segment.try_push(99),
+            Err(Refused::ClosedToWriters(99))
+        ));
+        assert!(segment.refuses_writers());
         assert_eq!(segment.ready_values(), cap);
         for i in 0..cap as u32 {
             assert_eq!(take(&segment), Some(i));
@@ -337,8 +373,13 @@ mod tests {
         let segment = Segment::with_first(7);
         assert_eq!(take(&segment), Some(7));
         assert!(matches!(segment.try_take(), Take::Empty));
+        assert!(!segment.refuses_writers());
         segment.seal();
-        assert_eq!(segment.try_push(8), Err(8));
+        assert!(segment.refuses_writers());
+        assert!(matches!(
+            segment.try_push(8),
+            Err(Refused::ClosedToWriters(8))
+        ));
         // The late claim broke its own cell; a consumer passes it at once.
         assert!(matches!(segment.try_take(), Take::Broken));
         assert!(matches!(segment.try_take(), Take::Exhausted));
@@ -446,10 +487,12 @@ mod loom_models {
                     // Stored after our look: still there.
                     assert!(matches!(segment.try_take(), Take::Taken(2)));
                 }
-                (Err(2), None) => {
-                    assert!(matches!(segment.try_take(), Take::Exhausted), "not sealed");
+                (Err(Refused::Broken(2)), None) => {
+                    assert!(segment.refuses_writers(), "not sealed");
+                    assert!(matches!(segment.try_take(), Take::Exhausted));
                 }
-                (p, c) => panic!("value lost or doubled: push {p:?}, take {c:?}"),
+                (Ok(()), c) => panic!("pushed 2, the consumer took {c:?}"),
+                (Err(r), c) => panic!("push refused ({}), the consumer took {c:?}", r.into_value()),
             }
         });
     }
@@ -477,8 +520,8 @@ mod loom_models {
             let pushed = producer.join().unwrap();
             match pushed {
                 Ok(()) => assert_eq!(taken, [1, 2]),
-                Err(v) => {
-                    assert_eq!(v, 2);
+                Err(refused) => {
+                    assert_eq!(refused.into_value(), 2);
                     assert_eq!(taken, [1]);
                 }
             }
