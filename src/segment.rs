@@ -182,7 +182,8 @@ impl<T> Segment<T> {
         }
         if claim & SEALED != 0 {
             // A claim after the seal: nobody may write here, and the cell's
-            // consumer (if any) must not wait for it.
+            // consumer (if any) must not wait for it. Relaxed: BROKEN
+            // publishes nothing; the CAS only races the consumer's own break.
             let _ = self.back.states[index].compare_exchange(
                 EMPTY,
                 BROKEN,
@@ -218,6 +219,9 @@ impl<T> Segment<T> {
     /// A consumer's attempt to take the oldest unclaimed value.
     pub(crate) fn try_take(&self) -> Take<T> {
         loop {
+            // Relaxed: the counters publish nothing (the value comes through
+            // the cell's state); coherence of each word is all we need, and
+            // the seal reaches us through `closed` or `next` (module docs).
             let deq = self.deq.load(Ordering::Relaxed);
             let enq = self.back.enq.load(Ordering::Relaxed);
             let claimed = (enq & !SEALED).min(self.back.values.len());
@@ -288,6 +292,8 @@ impl<T> Segment<T> {
     /// go from `false` to `true`). A producer that already knows it can
     /// skip its `fetch_add`, whose late claim a consumer would have to pass.
     pub(crate) fn refuses_writers(&self) -> bool {
+        // Relaxed: a stale `false` only costs the caller a claim that the
+        // `fetch_add` itself then refuses.
         self.is_closed_to_writers(self.back.enq.load(Ordering::Relaxed))
     }
 
@@ -299,6 +305,9 @@ impl<T> Segment<T> {
     /// How many values are stored and not yet claimed by a consumer (a
     /// snapshot).
     pub(crate) fn ready_values(&self) -> usize {
+        // Acquire on the states pairs with the producers' Release CAS to
+        // READY, as in `take_claimed`; the count reads no value, so this only
+        // keeps the snapshot no older than the claims it saw.
         let deq = self.deq.load(Ordering::Acquire);
         let claimed = (self.back.enq.load(Ordering::Acquire) & !SEALED).min(self.back.values.len());
         (deq..claimed)
