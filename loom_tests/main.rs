@@ -90,6 +90,15 @@ fn two_waiters_then_two_pushes_fifo() {
     });
 }
 
+/// A queue whose only segment has had its one value taken: drained, still
+/// open to writers (under loom a segment has 2 cells, so 1 is left).
+fn with_a_drained_open_segment() -> Arc<DualQueue<u64>> {
+    let q = Arc::new(DualQueue::new());
+    q.push(1).unwrap();
+    assert_eq!(q.try_pop(), Ok(1));
+    q
+}
+
 /// A push racing a pop on a queue whose last segment is drained but still
 /// open to writers: the pop seals the segment before it links its
 /// reservation, so the value either lands in the segment before the seal
@@ -99,9 +108,7 @@ fn two_waiters_then_two_pushes_fifo() {
 #[test]
 fn push_races_seal_of_a_drained_segment() {
     model("push_races_seal_of_a_drained_segment", 3, || {
-        let q = Arc::new(DualQueue::new());
-        q.push(1).unwrap();
-        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let q = with_a_drained_open_segment();
         let consumer = {
             let q = q.clone();
             thread::spawn(move || q.pop())
@@ -119,9 +126,7 @@ fn push_races_seal_of_a_drained_segment() {
 #[test]
 fn push_into_open_segment_races_close() {
     model("push_into_open_segment_races_close", 3, || {
-        let q = Arc::new(DualQueue::new());
-        q.push(1).unwrap();
-        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let q = with_a_drained_open_segment();
         let producer = {
             let q = q.clone();
             thread::spawn(move || q.push(2).map_err(|e| e.into_inner()))
@@ -156,9 +161,7 @@ fn push_into_open_segment_races_close() {
 #[test]
 fn broken_push_races_reserve() {
     model("broken_push_races_reserve", 3, || {
-        let q = Arc::new(DualQueue::new());
-        q.push(1).unwrap();
-        assert_eq!(q.try_pop(), Ok(1)); // the segment is drained, still open
+        let q = with_a_drained_open_segment();
         let producer = {
             let q = q.clone();
             thread::spawn(move || q.push(2).unwrap())
