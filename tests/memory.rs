@@ -111,19 +111,22 @@ fn live() -> usize {
 /// free nothing more.
 fn settled_live() -> usize {
     let scratch = DualQueue::<u8>::new();
-    let (mut best, mut idle) = (live(), 0);
+    let (mut best, mut idle, mut last_gain) = (live(), 0, Instant::now());
     // A burst may free nothing while the global epoch catches up (a bag is
-    // freed two epochs after it was sealed): stop after a few idle ones.
+    // freed two epochs after it was sealed), or while a thread of the
+    // scenario, preempted on this busy 2-core machine while pinned, holds the
+    // epoch back: stop after a few idle bursts *and* 20 ms without progress
+    // (a count of bursts alone can pass in well under a millisecond).
     for _ in 0..512 {
         for _ in 0..4096 {
             assert!(scratch.try_pop().is_err());
         }
         let now = live();
         if now < best {
-            (best, idle) = (now, 0);
+            (best, idle, last_gain) = (now, 0, Instant::now());
         } else {
             idle += 1;
-            if idle == 4 {
+            if idle >= 4 && last_gain.elapsed() >= Duration::from_millis(20) {
                 break;
             }
         }
