@@ -85,6 +85,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+mod cells;
 mod error;
 mod queue;
 mod reservation;

@@ -7,16 +7,17 @@
 //!
 //! # Shape
 //!
-//! `top` points at the newest node. The stack holds data only, or
-//! reservations (live or dead) only, and while a push is handing its value
-//! to a reservation, one *fulfilling* node sits on top of the reservations.
+//! `top` points at the newest item. The stack holds data only (stored
+//! values and offers), or reservations (live or dead) only, and while a push
+//! is handing its value to a reservation, one *fulfilling* node sits on top
+//! of the reservations.
 //!
-//! * `push` on data (or on nothing) pushes a data node. On reservations it
+//! * `push` on data (or on nothing) pushes a *cell* holding its value. On reservations it
 //!   pushes a fulfilling node `f` carrying its value over them; `f` is then
 //!   completed by [`help`](DualStack::help), which anyone who meets `f` on top
 //!   runs before doing its own work: fulfil `f.next` by one CAS on that
 //!   reservation's own slot ([`Slot::fulfil_with`]), then pop both.
-//! * `pop` on data pops the top node and takes its value. On reservations (or
+//! * `pop` on data pops the top item and takes its value. On reservations (or
 //!   on nothing) it pushes a reservation, unpins, and waits on its slot. So
 //!   values come out newest first, and a push serves the newest waiter. (A
 //!   blocking `pop` first polls with `try_pop`s for one spin phase; `reserve`
@@ -25,6 +26,22 @@
 //!   pushes an *offer*: a data node whose producer waits on its slot until a
 //!   consumer takes the value (see "Offers" below).
 //!
+//! # Items: cells and nodes
+//!
+//! A stored value lives in a [`Cell`]: the value and its `next` link,
+//! bump-allocated from blocks shared by all pushes ([`crate::cells`], which
+//! has the cell's state table), so a push allocates nothing of its own and a
+//! pop frees nothing of its own. Everything else is a [`Node`]: fulfilling
+//! nodes, reservations and offers, which carry a slot (state word, value,
+//! waiter) and are reclaimed one by one. A pointer to an item (`top`, a
+//! cell's `next`, an offer's `next`) says which by its `CELL` tag
+//! ([`Item::of`]); only data lies under a cell, so a cell's `next` is null,
+//! a cell or an offer, and so is an offer's. Cells are pushed and popped
+//! exactly like the data nodes of Treiber's stack (the `top` CAS publishes,
+//! the `top` CAS removes and makes the winner the value's only taker) and
+//! are never reused while anyone pinned may read them (each is used once;
+//! its block is retired through the epoch after its last cell dies).
+//!
 //! # Node states
 //!
 //! A node's kind is fixed before it is published. Its slot's state (see
@@ -32,7 +49,6 @@
 //!
 //! | kind        | slot state             | value                         | where                                   | who moves it on |
 //! |-------------|------------------------|-------------------------------|-----------------------------------------|-----------------|
-//! | data        | `DATA`                 | there until taken             | anywhere in an all-data stack           | the winner of the `top` CAS that pops it takes the value and retires the node |
 //! | fulfilling  | `DATA`                 | there until a claim of `f.next` moves it out, or the owner takes it back | only on top (nothing is ever pushed over it) | helpers: claim `f.next` and pop both; unlink a dead `f.next`; pop `f` alone when `f.next` is null. The owner alone takes the value back, after `f` left with `f.next` null |
 //! | reservation | `WAITING`              | none                          | anywhere in an all-reservation stack    | a helper of the fulfilling node over it (claim, `-> BUSY`); its waiter (cancel); `close` |
 //! | reservation | `BUSY`, `FULFILLED`    | being written / the waiter's  | only as `f.next` of the fulfilling node on top, until both are popped | the claimer writes the value; the winner of the `top` CAS that pops `f` retires both |
@@ -41,8 +57,9 @@
 //! | offer       | `TAKEN`, `CANCELLED`, `CLOSED` | moved out (to the consumer, or back to the producer) | anywhere, until it reaches the top | popped off the top (keeping a seal) by whoever meets it there; the winner retires it. Never unspliced from below |
 //!
 //! A reservation has two references (the stack's and its waiter's), an offer
-//! too (the stack's and its producer's); data and fulfilling nodes have only
-//! the stack's.
+//! too (the stack's and its producer's); fulfilling nodes have only the
+//! stack's. (Fulfilling nodes are the only data nodes left: stored values
+//! are cells.)
 //!
 //! # A reservation's `next` word
 //!
@@ -52,16 +69,17 @@
 //! | `n`                   | linked to `n` (a reservation: nothing but reservations lies under one) | the push; an unsplice of a dead `n'` (CAS from `n'`) |
 //! | `n` + `MARK` (frozen) | this node is leaving, or was dead and tried to; `next` never changes again | [`freeze`] |
 //!
-//! A data node's (and an offer's) `next` is fixed at its push (nothing is
-//! ever removed from under a data node or an offer). A fulfilling node's `next` is never frozen; it changes
+//! A cell's (and an offer's) `next` is fixed at its push (nothing is
+//! ever removed from under a cell or an offer). A fulfilling node's `next` is never frozen; it changes
 //! only by unlinking a dead reservation (CAS from the dead node) and is final
 //! once the node is off the top (below).
 //!
 //! # Leaving the stack
 //!
-//! A node leaves the stack by exactly one successful CAS, and its winner
-//! retires it (exactly once; debug and loom builds assert it):
-//! 1. a `top` CAS popping it (a datum; a dead reservation; a fulfilling node
+//! An item leaves the stack by exactly one successful CAS. The winner of a
+//! cell's takes its value (the cell dies, see [`crate::cells`]); the winner
+//! of a node's retires it (exactly once; debug and loom builds assert it):
+//! 1. a `top` CAS popping it (a cell; a dead offer; a dead reservation; a fulfilling node
 //!    together with the reservation it matched; a fulfilling node alone);
 //! 2. a CAS `p.next: c -> c.next` unlinking a dead reservation `c` from its
 //!    predecessor `p` (a reservation, or the fulfilling node on top).
@@ -83,16 +101,18 @@
 //! successor chain is frozen).
 //!
 //! The same facts keep epoch reads sound: a thread pinned at time `p` that
-//! reads `x.next == y` from a node `x` it reached from `top` gets a `y` that
+//! reads `x.next == y` from an item `x` it reached from `top` gets a `y` that
 //! was in the stack after `p` (when `x` left, `y` was its frozen or final
-//! successor, still in the stack), so `y` is not freed while it is pinned.
+//! successor, still in the stack), so `y` is not freed while it is pinned:
+//! a node is retired after it leaves, a cell's block after its last cell
+//! left.
 //!
 //! # Offers
 //!
 //! A consumer that finds a live offer `o` on top claims it with one CAS
 //! `OFFERED -> TAKEN` on `o`'s slot ([`Slot::take_offer`]), then tries to pop
 //! `o` (dead now either way). The claim may land after `o` stopped being the
-//! top (a datum pushed over it meanwhile); the pop then linearizes at its
+//! top (a value pushed over it meanwhile); the pop then linearizes at its
 //! load of `top` that showed `o` newest. That is sound because `o` stayed
 //! live from that load to the claim (a dead offer never comes back), and no
 //! other operation can observe `o` in between without either claiming it
@@ -137,8 +157,9 @@
 //! and closes every waiting reservation. Its linearization point is the first
 //! store of `closed`; every operation that fails because it met the seal
 //! stores `closed` (and fences) itself first, so none reports "closed"
-//! earlier. Every CAS on `top` expects an unsealed value except the pop of a
-//! datum, which keeps the seal, so a closed stack still drains. `close` helps
+//! earlier. Every CAS on `top` expects an unsealed value except the pops of a
+//! cell and of a dead offer, which keep the seal, so a closed stack still
+//! drains. `close` helps
 //! a fulfilling node off the top before it seals, and no fulfilling node can
 //! be pushed over a seal, so a sealed stack never has one on top.
 //!
@@ -185,6 +206,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use crate::cells::{Cells, DataCell};
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
@@ -198,13 +220,77 @@ use crate::transfer::{self, Offered, TransferFuture};
 const MARK: usize = 1;
 /// Tag on `top`: the stack is closed; nothing can be pushed.
 const SEAL: usize = 2;
+/// Tag on a pointer to a stack item (in `top`, in a cell's `next`, in an
+/// offer's `next`): the item is a [`Cell`], not a [`Node`].
+const CELL: usize = 4;
 
-// `MARK | SEAL` live in the low bits of a node pointer: nodes must be
-// aligned to at least 4 (their `AtomicUsize` fields make them 8 on every
-// target with atomics); crossbeam-epoch would silently drop a tag that does
-// not fit.
-const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL));
+// `MARK | SEAL | CELL` live in the low bits of item pointers: nodes and
+// cells are aligned to 8 (`repr(align(8))` on both, for 32-bit targets too);
+// crossbeam-epoch would silently drop a tag that does not fit.
+const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL | CELL));
+const _: () = assert!(std::mem::align_of::<Cell<u8>>() > (MARK | SEAL | CELL));
 
+/// A stored value (module docs, "Items"): see [`crate::cells`].
+type Cell<T> = DataCell<Node<T>, T>;
+
+/// What a pointer loaded from `top` or from a `next` word names.
+enum Item<'g, T> {
+    Cell(&'g Cell<T>),
+    Node(&'g Node<T>),
+}
+
+impl<'g, T> Item<'g, T> {
+    /// The item a pointer names, by its `CELL` tag; `None` for null.
+    ///
+    /// # Safety
+    ///
+    /// `p` was loaded while pinned from `top`, or from a `next` word of an
+    /// item reached that way (module docs: such items are not freed before
+    /// the guard of `'g` unpins).
+    unsafe fn of(p: Shared<'g, Node<T>>) -> Option<Self> {
+        if p.is_null() {
+            None
+        } else if p.tag() & CELL != 0 {
+            // SAFETY: a `CELL` pointer points at a cell (`Item::pointer`).
+            Some(Item::Cell(unsafe { &*p.as_raw().cast::<Cell<T>>() }))
+        } else {
+            // SAFETY: the caller's contract.
+            Some(Item::Node(unsafe { p.deref() }))
+        }
+    }
+
+    /// The link to the item below.
+    fn next(&self) -> &'g Atomic<Node<T>> {
+        match *self {
+            Item::Cell(cell) => &cell.next,
+            Item::Node(node) => &node.next,
+        }
+    }
+
+    /// A node, if this is one.
+    fn node(&self) -> Option<&'g Node<T>> {
+        match *self {
+            Item::Cell(_) => None,
+            Item::Node(node) => Some(node),
+        }
+    }
+}
+
+/// The pointer that links `cell` into the stack: tagged `CELL`.
+fn cell_pointer<'g, T>(cell: &'g Cell<T>) -> Shared<'g, Node<T>> {
+    Shared::from((cell as *const Cell<T>).cast::<Node<T>>()).with_tag(CELL)
+}
+
+/// `below` (a `next` word's value) as the new `top` after the item above it
+/// leaves: keeps `below`'s own `CELL` tag and the old top's seal.
+fn under_seal<'g, T>(
+    below: Shared<'g, Node<T>>,
+    old_top: Shared<'g, Node<T>>,
+) -> Shared<'g, Node<T>> {
+    below.with_tag(below.tag() & CELL | old_top.tag() & SEAL)
+}
+
+#[repr(align(8))]
 struct Node<T> {
     /// The node below (module docs: a reservation's `next` word).
     next: Atomic<Node<T>>,
@@ -256,11 +342,6 @@ impl<T> Node<T> {
             #[cfg(any(debug_assertions, loom))]
             retired: std::sync::atomic::AtomicBool::new(false),
         })
-    }
-
-    /// A datum that is not a fulfilling node: its value is stored.
-    fn is_stored_value(&self) -> bool {
-        !self.fulfilling && self.slot.is_datum()
     }
 
     /// A value a pop could take now: stored, or offered by a waiting
@@ -364,6 +445,14 @@ enum Placed<T> {
     Offered(*const Node<T>),
 }
 
+/// How [`DualStack::store_in_cell`] ended.
+enum Stored<T> {
+    Done,
+    Closed(T),
+    /// A live reservation is on top: the value goes to it instead.
+    ConsumerWaits(T),
+}
+
 /// The result of one attempt to take a value or push a reservation.
 enum Step<T> {
     Taken(T),
@@ -406,6 +495,8 @@ pub struct DualStack<T> {
     top: CachePadded<Atomic<Node<T>>>,
     /// Set (first) by the close's linearization point; see the module docs.
     closed: CachePadded<AtomicBool>,
+    /// Where stored values live (module docs, "Items").
+    cells: Cells<Node<T>, T>,
     _marker: PhantomData<T>,
 }
 
@@ -430,6 +521,7 @@ impl<T> DualStack<T> {
         DualStack {
             top: CachePadded::new(Atomic::null()),
             closed: CachePadded::new(AtomicBool::new(false)),
+            cells: Cells::new(),
             _marker: PhantomData,
         }
     }
@@ -449,16 +541,99 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.try_pop(), Ok(1));
     /// ```
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        match self.put(value, Put::Store) {
-            Placed::Done => Ok(()),
-            Placed::Closed(value) => Err(PushError(value)),
-            Placed::NoConsumer(_) | Placed::Offered(_) => unreachable!("push stores"),
+        let mut value = value;
+        loop {
+            match self.store_in_cell(value) {
+                Stored::Done => return Ok(()),
+                Stored::Closed(value) => return Err(PushError(value)),
+                Stored::ConsumerWaits(v) => value = v,
+            }
+            // A consumer waits: hand the value over with a fulfilling node.
+            match self.put(value, Put::OnlyToWaiter) {
+                Placed::Done => return Ok(()),
+                Placed::Closed(value) => return Err(PushError(value)),
+                // It left (served or timed out) before we reached it.
+                Placed::NoConsumer(v) => value = v,
+                Placed::Offered(_) => unreachable!("push pushes no offer"),
+            }
         }
     }
 
-    /// The producers' common path: hands `value` to the newest waiting
-    /// consumer if there is one; otherwise does what `put` says.
+    /// The push of a value onto data (or onto nothing): claims a cell, moves
+    /// the value in, and publishes it on top (Treiber's push; the CAS is the
+    /// linearization point). Gives the value back if a live reservation is
+    /// on top, for [`put`](Self::put) to hand over.
+    fn store_in_cell(&self, value: T) -> Stored<T> {
+        // Acquire: pairs with the Release store in `note_closed`.
+        if self.closed.load(Ordering::Acquire) {
+            return Stored::Closed(value);
+        }
+        let guard = &epoch::pin();
+        // The value, until it moves into a cell claimed on the first try.
+        let mut value = Some(value);
+        let mut claimed: Option<&Cell<T>> = None;
+        // SAFETY (of both calls): the cell is claimed by us and was never
+        // published (state table of `crate::cells`).
+        let take_back = |value: Option<T>, cell: Option<&Cell<T>>| match cell {
+            Some(cell) => unsafe { cell.take(guard) },
+            None => value.expect("the value is in hand or in the claimed cell"),
+        };
+        loop {
+            let top = self.top.load(Ordering::Acquire, guard);
+            if top.tag() & SEAL != 0 {
+                self.note_closed();
+                return Stored::Closed(take_back(value, claimed));
+            }
+            // SAFETY: loaded from `top` while pinned.
+            match unsafe { Item::of(top) }.and_then(|t| t.node()) {
+                Some(t) if t.fulfilling => {
+                    self.help(top, guard);
+                    continue;
+                }
+                Some(t) if t.slot.is_reservation() => {
+                    if t.slot.is_waiting() {
+                        return Stored::ConsumerWaits(take_back(value, claimed));
+                    }
+                    self.pop_dead_top(top, guard);
+                    continue;
+                }
+                Some(t) if t.is_dead_offer() => {
+                    self.pop_dead_datum(top, guard);
+                    continue;
+                }
+                // Empty, a stored value or a live offer: store on top.
+                _ => {}
+            }
+            let cell = match claimed {
+                Some(cell) => cell,
+                None => *claimed.insert(self.cells.claim(value.take().unwrap(), guard)),
+            };
+            // Relaxed: published by the Release CAS below.
+            cell.next.store(top, Ordering::Relaxed);
+            // Release: publishes the cell's value and `next`; pairs with the
+            // Acquire loads of `top`. Relaxed on failure: we only retry.
+            if self
+                .top
+                .compare_exchange(
+                    top,
+                    cell_pointer(cell),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                )
+                .is_ok()
+            {
+                return Stored::Done;
+            }
+        }
+    }
+
+    /// The producers' path to a waiting consumer and the transfers' path:
+    /// hands `value` to the newest waiting consumer if there is one;
+    /// otherwise does what `put` says (`Put::Store` goes through
+    /// [`store_in_cell`](Self::store_in_cell) instead).
     fn put(&self, value: T, put: Put) -> Placed<T> {
+        debug_assert!(put != Put::Store, "stored values go into cells");
         // Acquire: pairs with the Release store in `note_closed`.
         if self.closed.load(Ordering::Acquire) {
             return Placed::Closed(value);
@@ -477,9 +652,9 @@ impl<T> DualStack<T> {
                 // there and we own it alone; the node is then freed without it.
                 return Placed::Closed(unsafe { node.slot.take_data() });
             }
-            // SAFETY: a node loaded from `top` while pinned is not freed
+            // SAFETY: an item loaded from `top` while pinned is not freed
             // before we unpin (it is retired only after it leaves the stack).
-            let fulfilling = match unsafe { top.as_ref() } {
+            let fulfilling = match unsafe { Item::of(top) }.and_then(|t| t.node()) {
                 Some(t) if t.fulfilling => {
                     self.help(top, guard);
                     continue;
@@ -502,7 +677,7 @@ impl<T> DualStack<T> {
                 return Placed::NoConsumer(unsafe { node.slot.take_data() });
             }
             // The node's kind follows the mode: a fulfilling datum over a
-            // reservation, else a datum (push) or an offer (transfer).
+            // reservation, else an offer (transfer; `push` stores in cells).
             let offer = !fulfilling && put == Put::Offer;
             if node.slot.is_offer() != offer {
                 // SAFETY: never published (as above).
@@ -523,7 +698,6 @@ impl<T> DualStack<T> {
                 .compare_exchange(top, node, Ordering::Release, Ordering::Relaxed, guard)
             {
                 Ok(n) if offer => return Placed::Offered(n.as_raw()),
-                Ok(_) if !fulfilling => return Placed::Done,
                 Ok(f) => match self.complete(f, guard) {
                     None => return Placed::Done,
                     Some(value) => node = Node::datum(value),
@@ -885,7 +1059,10 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.waiting_producers(), 0);
     /// ```
     pub fn waiting_producers(&self) -> usize {
-        self.count(|node| node.slot.is_offer() && node.slot.is_offered())
+        self.count(|item| {
+            item.node()
+                .is_some_and(|node| node.slot.is_offer() && node.slot.is_offered())
+        })
     }
 
     /// Closes the stack: wakes every waiting consumer, makes later pushes
@@ -909,7 +1086,10 @@ impl<T> DualStack<T> {
                 break false;
             }
             // SAFETY: loaded from `top` while pinned.
-            if unsafe { top.as_ref() }.is_some_and(|t| t.fulfilling) {
+            if unsafe { Item::of(top) }
+                .and_then(|t| t.node())
+                .is_some_and(|t| t.fulfilling)
+            {
                 // Never seal over a fulfilling node (module docs, "Closing").
                 self.help(top, guard);
                 continue;
@@ -920,7 +1100,7 @@ impl<T> DualStack<T> {
                 .top
                 .compare_exchange(
                     top,
-                    top.with_tag(SEAL),
+                    top.with_tag(top.tag() | SEAL),
                     Ordering::Acquire,
                     Ordering::Relaxed,
                     guard,
@@ -934,12 +1114,14 @@ impl<T> DualStack<T> {
         // Wake every reservation and every offer still waiting. All were
         // pushed before the seal and none can leave the stack while waiting,
         // so all are reachable from `top`.
-        let mut node = self.top.load(Ordering::Acquire, guard);
+        let mut item = self.top.load(Ordering::Acquire, guard);
         // SAFETY: reached from `top` while pinned (module docs: every `next`
-        // read leads to a node that was in the stack after we pinned).
-        while let Some(node_ref) = unsafe { node.as_ref() } {
-            node_ref.slot.close_waiting();
-            node = node_ref.next.load(Ordering::Acquire, guard);
+        // read leads to an item that was in the stack after we pinned).
+        while let Some(item_ref) = unsafe { Item::of(item) } {
+            if let Some(node) = item_ref.node() {
+                node.slot.close_waiting();
+            }
+            item = item_ref.next().load(Ordering::Acquire, guard);
         }
         sealed_here
     }
@@ -971,15 +1153,16 @@ impl<T> DualStack<T> {
     /// ```
     pub fn is_empty(&self) -> bool {
         let guard = &epoch::pin();
-        let mut node = self.top.load(Ordering::Acquire, guard);
-        // Dead offers on top do not count; the first other node decides.
+        let mut item = self.top.load(Ordering::Acquire, guard);
+        // Dead offers on top do not count; the first other item decides.
         // A fulfilling node's value is being handed over, not stored.
         // SAFETY: reached from `top` while pinned (module docs).
-        while let Some(node_ref) = unsafe { node.as_ref() } {
-            if !node_ref.is_dead_offer() {
-                return !node_ref.is_takeable();
+        while let Some(item_ref) = unsafe { Item::of(item) } {
+            match item_ref {
+                Item::Cell(_) => return false,
+                Item::Node(node) if !node.is_dead_offer() => return !node.is_takeable(),
+                Item::Node(node) => item = node.next.load(Ordering::Acquire, guard),
             }
-            node = node_ref.next.load(Ordering::Acquire, guard);
         }
         true
     }
@@ -996,7 +1179,7 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.count(Node::is_takeable)
+        self.count(|item| item.node().map_or(true, Node::is_takeable))
     }
 
     /// The number of consumers waiting right now: a snapshot that walks the
@@ -1010,17 +1193,20 @@ impl<T> DualStack<T> {
     /// assert_eq!(s.waiting_consumers(), 0);
     /// ```
     pub fn waiting_consumers(&self) -> usize {
-        self.count(|node| node.slot.is_reservation() && node.slot.is_waiting())
+        self.count(|item| {
+            item.node()
+                .is_some_and(|node| node.slot.is_reservation() && node.slot.is_waiting())
+        })
     }
 
-    fn count(&self, counts: impl Fn(&Node<T>) -> bool) -> usize {
+    fn count(&self, counts: impl Fn(&Item<'_, T>) -> bool) -> usize {
         let guard = &epoch::pin();
-        let mut node = self.top.load(Ordering::Acquire, guard);
+        let mut item = self.top.load(Ordering::Acquire, guard);
         let mut n = 0;
-        // SAFETY: every node is reached from `top` while pinned (module docs).
-        while let Some(node_ref) = unsafe { node.as_ref() } {
-            n += usize::from(counts(node_ref));
-            node = node_ref.next.load(Ordering::Acquire, guard);
+        // SAFETY: every item is reached from `top` while pinned (module docs).
+        while let Some(item_ref) = unsafe { Item::of(item) } {
+            n += usize::from(counts(&item_ref));
+            item = item_ref.next().load(Ordering::Acquire, guard);
         }
         n
     }
@@ -1044,7 +1230,36 @@ impl<T> DualStack<T> {
             let top = self.top.load(Ordering::Acquire, guard);
             let sealed = top.tag() & SEAL != 0;
             // SAFETY: loaded from `top` while pinned.
-            match unsafe { top.as_ref() } {
+            let t = unsafe { Item::of(top) };
+            if let Some(Item::Cell(cell)) = t {
+                // A stored value: pop it (Treiber's pop; the CAS is the
+                // linearization point), keeping the seal if there is one.
+                // Relaxed: a cell's `next` is fixed before its push, which
+                // our Acquire load of `top` synchronized with.
+                let below = cell.next.load(Ordering::Relaxed, guard);
+                // AcqRel: Acquire keeps our read of the value after the pop;
+                // Release orders our earlier accesses before the cell's
+                // death for whoever frees its block. Relaxed on failure: we
+                // only retry.
+                if self
+                    .top
+                    .compare_exchange(
+                        top,
+                        under_seal(below, top),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                        guard,
+                    )
+                    .is_ok()
+                {
+                    // SAFETY: our CAS removed the cell, so we own it (state
+                    // table of `crate::cells`), and its push (Release) and
+                    // our Acquire load published the value.
+                    return Step::Taken(unsafe { cell.take(guard) });
+                }
+                continue;
+            }
+            match t.and_then(|t| t.node()) {
                 Some(t) if t.fulfilling => self.help(top, guard),
                 Some(t) if t.slot.is_offer() => {
                     // A transfer's offer: claim it (the pop linearizes at
@@ -1055,35 +1270,6 @@ impl<T> DualStack<T> {
                     let taken = unsafe { t.slot.take_offer() };
                     self.pop_dead_datum(top, guard);
                     if let Some(value) = taken {
-                        return Step::Taken(value);
-                    }
-                }
-                Some(t) if !t.slot.is_reservation() => {
-                    // Data: pop it, keeping the seal if there is one.
-                    // Relaxed: a datum's `next` is fixed before its push,
-                    // which our Acquire load of `top` synchronized with.
-                    let below = t.next.load(Ordering::Relaxed, guard);
-                    // AcqRel: Acquire keeps our reads of the node (and the
-                    // value) after the pop; Release orders our earlier
-                    // accesses before the node's retirement for the next
-                    // popper. Relaxed on failure: we only retry.
-                    if self
-                        .top
-                        .compare_exchange(
-                            top,
-                            below.with_tag(top.tag()),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                            guard,
-                        )
-                        .is_ok()
-                    {
-                        // SAFETY: our CAS popped this datum, so we are its
-                        // only taker (state table, data row); its push
-                        // (Release) and our Acquire load published the value.
-                        let value = unsafe { t.slot.take_data() };
-                        // SAFETY: we won the CAS that removed it.
-                        unsafe { retire(guard, top) };
                         return Step::Taken(value);
                     }
                 }
@@ -1261,7 +1447,7 @@ impl<T> DualStack<T> {
             .top
             .compare_exchange(
                 t,
-                below.with_tag(t.tag()),
+                under_seal(below, t),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
                 guard,
@@ -1286,8 +1472,10 @@ impl<T> DualStack<T> {
                 return;
             }
             // SAFETY: loaded from `top` while pinned.
-            let Some(t) = (unsafe { top.as_ref() }) else {
-                return;
+            let t = match unsafe { Item::of(top) } {
+                None => return,
+                Some(Item::Cell(_)) => return, // data: no reservation in the stack
+                Some(Item::Node(t)) => t,
             };
             if t.fulfilling {
                 self.help(top, guard);
@@ -1365,7 +1553,8 @@ impl<T> Drop for DualStack<T> {
         // If a value's `drop` panics, unwinding drops `rest`, which frees the
         // remaining nodes and values; a second panic aborts, as in `Vec`.
         let mut rest = Chain {
-            next: self.top.load(Ordering::Relaxed, guard).as_raw(),
+            next: self.top.load(Ordering::Relaxed, guard),
+            guard,
         };
         while let Some(value) = rest.pop() {
             drop(value);
@@ -1373,41 +1562,44 @@ impl<T> Drop for DualStack<T> {
     }
 }
 
-/// The nodes of a stack being dropped.
-struct Chain<T> {
-    next: *const Node<T>,
+/// The items of a stack being dropped.
+struct Chain<'g, T> {
+    next: Shared<'g, Node<T>>,
+    /// `epoch::unprotected()`: the stack is being dropped.
+    guard: &'g Guard,
 }
 
-impl<T> Chain<T> {
-    /// Frees the next node; returns its value, if it stores one.
+impl<T> Chain<'_, T> {
+    /// Frees the next item; returns its value, if it stores one.
     fn pop(&mut self) -> Option<Option<T>> {
-        let node = self.next; // `as_raw` already stripped the tag bits
-        if node.is_null() {
-            return None;
-        }
-        // SAFETY: the stack is being dropped; this is the stack's reference
-        // to a node still in it, and no waiter holds the other one.
-        unsafe {
-            self.next = (*node)
-                .next
-                .load(Ordering::Relaxed, epoch::unprotected())
-                .as_raw();
-            // A fulfilling node leaves the top before its owner's `push`
-            // returns, and every `push` has returned (it borrows the stack),
-            // so none is left here. Were one left, its value might have been
-            // claimed; leaking it would be the safe choice, so it is skipped.
-            debug_assert!(
-                !(*node).fulfilling,
-                "fulfilling node left in a dropped stack"
-            );
-            let value = (*node).is_stored_value().then(|| (*node).slot.take_data());
-            Node::release(node);
-            Some(value)
+        let guard = self.guard;
+        // SAFETY: an item of the stack, still in it (`next` walks the
+        // stack's own links).
+        match unsafe { Item::of(self.next) }? {
+            Item::Cell(cell) => {
+                self.next = cell.next.load(Ordering::Relaxed, guard);
+                // SAFETY: the stack is the cell's owner (stored state) and
+                // drops it once; its block goes when its last cell does.
+                Some(Some(unsafe { cell.take(guard) }))
+            }
+            Item::Node(node) => {
+                self.next = node.next.load(Ordering::Relaxed, guard);
+                // A fulfilling node leaves the top before its owner's `push`
+                // returns, and every `push` has returned (it borrows the
+                // stack), so none is left here; an offer's value went back to
+                // its producer or to a consumer before its `transfer`
+                // returned. So no node holds a value.
+                debug_assert!(!node.fulfilling, "fulfilling node left in a dropped stack");
+                // SAFETY: the stack's reference to a node still in it; no
+                // waiter holds the other one.
+                unsafe { Node::release(node) };
+                Some(None)
+            }
         }
     }
 }
 
-impl<T> Drop for Chain<T> {
+impl<T> Drop for Chain<'_, T> {
     fn drop(&mut self) {
         while self.pop().is_some() {}
     }

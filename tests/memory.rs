@@ -493,4 +493,29 @@ fn flat_memory_after_a_million_timed_out_waits() {
     }
     scenarios::<Queue>("queue");
     scenarios::<Stack>("stack");
+    values_passing_a_resident_one();
+}
+
+/// (e) The stack's stored values live in cells bump-allocated from shared
+/// blocks, and a block is freed only when its last cell dies. A value that
+/// stays at the bottom keeps its own block; the million values pushed and
+/// popped over it fill and empty thousands of blocks, which must all go
+/// (leaking them would grow the heap by ~24 MB here).
+fn values_passing_a_resident_one() {
+    const ROUNDS: usize = if cfg!(miri) { 50 } else { 1_000_000 };
+    let s = dualq::DualStack::<u64>::new();
+    s.push(u64::MAX).unwrap();
+    let over = rounds_over_baseline(ROUNDS, |r| {
+        s.push(r).unwrap();
+        assert_eq!(s.try_pop(), Ok(r));
+    });
+    eprintln!("stack with a resident value: {ROUNDS} values passed over it, live bytes over baseline: {over:?}");
+    for (i, &grown) in over.iter().enumerate() {
+        assert!(
+            grown < MAX_OVER_BASELINE as isize,
+            "stack: live memory grew by {grown} bytes after {} values passed a resident one: blocks leak",
+            (i + 1) * ROUNDS / 5
+        );
+    }
+    assert_eq!(s.try_pop(), Ok(u64::MAX));
 }

@@ -1,0 +1,346 @@
+//! The dual stack's stored values: *data cells*, bump-allocated from shared
+//! blocks, instead of one heap node per value.
+//!
+//! A stored value sits in a [`DataCell`]: the value, the link to the item
+//! below it in the stack (`next`), and a pointer to the block the cell came
+//! from. The stack links cells exactly as Treiber's stack links nodes (a
+//! push writes `next` and publishes the cell with a CAS on `top`; a pop
+//! removes it with a CAS on `top`); this module only hands cells out and
+//! takes them back. Per value that is one `fetch_add` instead of a `malloc`,
+//! and one `fetch_add` instead of an epoch-deferred `free`: the block is
+//! retired once, when its last cell dies.
+//!
+//! # A cell's life
+//!
+//! Cells are used once: no cell is ever handed out twice, so the stack sees
+//! no ABA on a cell while a thread that read it is pinned (the block is
+//! retired through the epoch).
+//!
+//! | state     | value           | who holds it, and how it moves on |
+//! |-----------|-----------------|-----------------------------------|
+//! | spare     | uninitialised   | nobody: its index is at or above `allocated` |
+//! | claimed   | the pusher's    | the pusher that won the index by `fetch_add` on `allocated` ([`Cells::claim`]); it publishes the cell (the stack's `top` CAS), or takes the value back ([`DataCell::take`]: the stack was closed, or a consumer waits) |
+//! | stored    | the stack's     | the pop whose `top` CAS removed the cell: it takes the value ([`DataCell::take`]) |
+//! | dead      | gone            | nobody: counted in its block's `dead` |
+//!
+//! Every claimed cell dies exactly once (one owner at a time: its pusher,
+//! then at most one popper), and so do the spare cells of the last block
+//! when the stack is dropped.
+//!
+//! # A block's life
+//!
+//! A block is retired when `dead` reaches `capacity + 1`: every cell died,
+//! *and* the block stopped being `current`. The `+ 1` is the reference
+//! `current` holds: whoever replaces the block in `current` adds it. Without
+//! it, a block whose cells all died while it was still current would be
+//! retired while pushes can still load it from `current` and claim (past
+//! the end) in it.
+//!
+//! A push that finds the current block exhausted (its `fetch_add` returned
+//! an index past the end) installs a fresh block whose first cell is
+//! already its own, by one CAS on `current`. The CAS fails only if another
+//! push installed a block first, so claims are lock-free: a failed
+//! `fetch_add` or CAS means another push got a cell.
+//!
+//! # Memory
+//!
+//! A cell is the value plus two words. A block holds about 4 KiB of cells
+//! (at least 4 and at most 256 cells; 2 under loom or `--cfg
+//! dualq_small_segments`, so tests cross block boundaries all the time).
+//! A block lives as long as any of its cells holds a value: a value that
+//! stays in the stack while thousands pass over it keeps its block (one
+//! block, never more, per such value).
+
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::epoch::{Atomic, Guard, Owned, Shared};
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+
+/// Bytes of cells a block aims at.
+const BLOCK_BYTES: usize = 4096;
+
+/// Cells per block, whatever the value's size.
+#[cfg(not(any(loom, dualq_small_segments)))]
+const CELLS_RANGE: (usize, usize) = (4, 256);
+/// The same for loom and for native runs with `--cfg dualq_small_segments`:
+/// two cells, so nearly every other push installs a block.
+#[cfg(any(loom, dualq_small_segments))]
+const CELLS_RANGE: (usize, usize) = (2, 2);
+
+/// One stored value and its link in the stack. `N` is the type of the
+/// stack's items (the link is the stack's own tagged pointer). Aligned to
+/// 8 on every target, so item pointers have three tag bits.
+#[repr(align(8))]
+pub(crate) struct DataCell<N, T> {
+    /// The item below this one: written by the pusher while the cell is
+    /// claimed, fixed once the cell is published.
+    pub(crate) next: Atomic<N>,
+    /// Initialised from the claim until the value is taken (state table).
+    value: UnsafeCell<MaybeUninit<T>>,
+    /// The block this cell belongs to (fixed).
+    block: *const Block<N, T>,
+}
+
+struct Block<N, T> {
+    /// Indices handed out. Grows past the capacity when pushes find the
+    /// block exhausted; only indices below it name cells.
+    allocated: CachePadded<AtomicUsize>,
+    /// Cells dead, plus one once the block is no longer `current` (module
+    /// docs). Separate line: producers claim, consumers kill.
+    dead: CachePadded<AtomicUsize>,
+    cells: Box<[DataCell<N, T>]>,
+    /// Debug and loom builds check that no push claims in a retired block
+    /// (a plain `std` atomic, so that loom does not explore it).
+    #[cfg(any(debug_assertions, loom))]
+    retired: std::sync::atomic::AtomicBool,
+}
+
+/// The allocator: the block pushes claim cells from.
+pub(crate) struct Cells<N, T> {
+    current: CachePadded<Atomic<Block<N, T>>>,
+}
+
+impl<N, T> Block<N, T> {
+    /// Cells per block for values of type `T`.
+    fn capacity() -> usize {
+        let cell = std::mem::size_of::<DataCell<N, T>>().max(1);
+        (BLOCK_BYTES / cell).clamp(CELLS_RANGE.0, CELLS_RANGE.1)
+    }
+
+    /// A fresh block whose cell 0 is already claimed (by its creator).
+    fn with_first_claimed() -> Owned<Self> {
+        let mut block = Owned::new(Block {
+            allocated: CachePadded::new(AtomicUsize::new(1)),
+            dead: CachePadded::new(AtomicUsize::new(0)),
+            cells: Box::new([]),
+            #[cfg(any(debug_assertions, loom))]
+            retired: std::sync::atomic::AtomicBool::new(false),
+        });
+        let home: *const Block<N, T> = &*block;
+        block.cells = (0..Self::capacity())
+            .map(|_| DataCell {
+                next: Atomic::null(),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+                block: home,
+            })
+            .collect();
+        block
+    }
+
+    /// Counts `n` deaths (cells, or the end of the block's time as
+    /// `current`); the one that completes the count retires the block.
+    ///
+    /// # Safety
+    ///
+    /// The caller's `n` deaths have not been counted before (each cell dies
+    /// once, the `current` reference ends once) and it will not touch those
+    /// cells again.
+    unsafe fn count_dead(&self, n: usize, guard: &Guard) {
+        // AcqRel: Release orders our last use of the dying cells before the
+        // free; Acquire, for the death that completes the count, makes
+        // every other death's Release (hence every other use of the cells)
+        // happen-before the free it schedules.
+        let dead = self.dead.fetch_add(n, Ordering::AcqRel) + n;
+        debug_assert!(dead <= self.cells.len() + 1, "a cell died twice");
+        if dead == self.cells.len() + 1 {
+            #[cfg(any(debug_assertions, loom))]
+            self.retired
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let raw: *const Self = self;
+            // SAFETY: every cell is dead and no push can reach the block any
+            // more (it left `current`), but threads pinned now may still read
+            // cells they reached from the stack before the cells were
+            // removed: the free waits for them. The closure drops no `T`
+            // (every value was moved out), so it may run after the stack
+            // (and any borrow in `T`) is gone.
+            unsafe {
+                guard.defer_unchecked(move || drop(Owned::from_raw(raw as *mut Self)));
+            }
+            // A thread's bag of deferred frees goes to the collector only
+            // when 64 entries fill it: 64 blocks of 4 KiB would sit there
+            // for as long as the thread does nothing else. Hand the bag over
+            // now (once per block, not per value).
+            guard.flush();
+        }
+    }
+}
+
+impl<N, T> DataCell<N, T> {
+    /// Moves the value out; the cell dies.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the cell (state table): it claimed it and never
+    /// published it, or it won the `top` CAS that removed it from the
+    /// stack, which synchronized with the push that published it. Called
+    /// once per cell.
+    pub(crate) unsafe fn take(&self, guard: &Guard) -> T {
+        // SAFETY: the caller owns the cell, whose value is initialised from
+        // the claim until now.
+        let value = self.value.with(|v| unsafe { (*v).assume_init_read() });
+        // SAFETY: a cell's block outlives the cell's death, which is this
+        // one (the caller's contract: once per cell).
+        unsafe { (*self.block).count_dead(1, guard) };
+        value
+    }
+}
+
+impl<N, T> Cells<N, T> {
+    pub(crate) fn new() -> Self {
+        Cells {
+            current: CachePadded::new(Atomic::null()),
+        }
+    }
+
+    /// Claims a fresh cell and moves `value` into it: the cell is the
+    /// caller's until it publishes it or takes the value back (state
+    /// table). Lock-free: a retry means another push claimed a cell.
+    pub(crate) fn claim<'g>(&self, value: T, guard: &'g Guard) -> &'g DataCell<N, T> {
+        let mut spare: Option<Owned<Block<N, T>>> = None;
+        let cell = loop {
+            // Acquire: we touch the block's cells; pairs with the Release
+            // CAS that installed it.
+            let current = self.current.load(Ordering::Acquire, guard);
+            // SAFETY: a block loaded from `current` while pinned is retired
+            // only after it leaves `current` (its `+ 1`), so not freed
+            // before we unpin.
+            if let Some(block) = unsafe { current.as_ref() } {
+                #[cfg(any(debug_assertions, loom))]
+                assert!(
+                    !block.retired.load(std::sync::atomic::Ordering::Relaxed),
+                    "a push reached a retired block through `current`"
+                );
+                // Relaxed: only atomicity matters (each index is handed out
+                // once); the cell's contents are published by the stack's
+                // Release CAS on `top`.
+                let index = block.allocated.fetch_add(1, Ordering::Relaxed);
+                if let Some(cell) = block.cells.get(index) {
+                    break cell;
+                }
+            }
+            // Exhausted (or no block yet): install one whose cell 0 is ours.
+            let fresh = spare.take().unwrap_or_else(Block::with_first_claimed);
+            // Release: publishes the fresh block's initialised cells; pairs
+            // with the Acquire load above. Acquire on failure: we then use
+            // the winner's block.
+            match self.current.compare_exchange(
+                current,
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                guard,
+            ) {
+                Ok(fresh) => {
+                    if let Some(old) = unsafe { current.as_ref() } {
+                        // SAFETY: we replaced `old` in `current`, once; its
+                        // `current` reference ends here.
+                        unsafe { old.count_dead(1, guard) };
+                    }
+                    // SAFETY: just installed, not freed while we are pinned
+                    // (its cell 0 is ours and alive).
+                    break unsafe { &fresh.deref().cells[0] };
+                }
+                Err(e) => spare = Some(e.new),
+            }
+        };
+        // SAFETY: we claimed the cell (its index, or cell 0 of our block):
+        // no one else touches its value.
+        cell.value.with_mut(|v| unsafe { (*v).write(value) });
+        cell
+    }
+}
+
+impl<N, T> Drop for Cells<N, T> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no claim is in flight; the stack's `Drop` has
+        // taken every stored value, so only the current block is left, with
+        // its spare cells and `current` reference still uncounted.
+        let guard = unsafe { crate::sync::epoch::unprotected() };
+        let current: Shared<'_, Block<N, T>> = self.current.load(Ordering::Relaxed, guard);
+        // SAFETY: as above.
+        if let Some(block) = unsafe { current.as_ref() } {
+            let claimed = block
+                .allocated
+                .load(Ordering::Relaxed)
+                .min(block.cells.len());
+            // SAFETY: the spare cells never lived; with the `current`
+            // reference, the count reaches its end and the block is freed
+            // at once (unprotected guard).
+            unsafe { block.count_dead(block.cells.len() - claimed + 1, guard) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::epoch;
+
+    struct Item;
+
+    /// A claim and a take on one thread, with the value checked.
+    fn claim_and_take(cells: &Cells<Item, u32>, value: u32) {
+        let guard = &epoch::pin();
+        let cell = cells.claim(value, guard);
+        // SAFETY: claimed here, never published, taken once.
+        assert_eq!(unsafe { cell.take(guard) }, value);
+    }
+
+    // Two pushes race for the last cell of a block: one gets it, the other
+    // installs a fresh block (ending the old one's `current` reference);
+    // the cells die on both threads. Each value comes back once, and the
+    // old block's count completes exactly once (its `debug_assert` and
+    // loom's checks of the cells' `UnsafeCell`s would catch a cell handed
+    // out twice or used after its block was freed).
+    #[test]
+    #[cfg(loom)]
+    fn claims_race_at_a_block_boundary() {
+        use loom::sync::Arc;
+        use loom::thread;
+        crate::sync::loom_model("claims_race_at_a_block_boundary", || {
+            let cells = Arc::new(Cells::<Item, u32>::new());
+            // Cell 0 of the first block, so one cell is left in it.
+            claim_and_take(&cells, 1);
+            let other = {
+                let cells = Arc::clone(&cells);
+                thread::spawn(move || claim_and_take(&cells, 2))
+            };
+            claim_and_take(&cells, 3);
+            other.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn capacity_aims_at_4_kib_within_bounds() {
+        let small = Block::<Item, u64>::capacity();
+        let big = Block::<Item, [u8; 4096]>::capacity();
+        if CELLS_RANGE == (2, 2) {
+            assert_eq!((small, big), (2, 2));
+        } else {
+            assert_eq!(small, 4096 / 24);
+            assert_eq!(big, 4);
+        }
+    }
+
+    /// Claims across several blocks, then kills every cell: each value comes
+    /// back once, and every block is freed (Miri and the leak check of the
+    /// test allocator would see one that is not).
+    #[test]
+    #[cfg(not(loom))]
+    fn every_cell_dies_once_and_blocks_go() {
+        claim_and_take(&Cells::new(), 7);
+        let cells = Cells::<Item, String>::new();
+        let n = 3 * Block::<Item, String>::capacity() + 1;
+        let guard = &epoch::pin();
+        let claimed: Vec<_> = (0..n).map(|i| cells.claim(i.to_string(), guard)).collect();
+        let blocks: std::collections::HashSet<_> = claimed.iter().map(|c| c.block).collect();
+        assert_eq!(blocks.len(), 4, "a fresh block per capacity claims");
+        for (i, cell) in claimed.into_iter().enumerate().rev() {
+            // SAFETY: claimed above, never published, taken once.
+            assert_eq!(unsafe { cell.take(guard) }, i.to_string());
+        }
+        drop(cells);
+    }
+}
