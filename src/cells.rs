@@ -111,44 +111,58 @@ impl<N, T> Block<N, T> {
 
     /// A fresh block whose cell 0 is already claimed (by its creator).
     fn with_first_claimed() -> Owned<Self> {
-        let mut block = Owned::new(Block {
+        // Through a raw pointer: the cells keep it as their `block`, so the
+        // block is not written through any other path after they get it
+        // (Miri's borrow checks reject a back-pointer taken before a write).
+        let home = Box::into_raw(Box::new(Block {
             allocated: CachePadded::new(AtomicUsize::new(1)),
             dead: CachePadded::new(AtomicUsize::new(0)),
             cells: Box::new([]),
             #[cfg(any(debug_assertions, loom))]
             retired: std::sync::atomic::AtomicBool::new(false),
-        });
-        let home: *const Block<N, T> = &*block;
-        block.cells = (0..Self::capacity())
+        }));
+        let cells = (0..Self::capacity())
             .map(|_| DataCell {
                 next: Atomic::null(),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
                 block: home,
             })
             .collect();
-        block
+        // SAFETY: `home` was just allocated and is ours alone; from here on
+        // the block's plain fields are only read (its counters are atomics).
+        unsafe {
+            (*home).cells = cells;
+            Owned::from_raw(home)
+        }
     }
 
     /// Counts `n` deaths (cells, or the end of the block's time as
     /// `current`); the one that completes the count retires the block.
     ///
+    /// A raw pointer, not `&self`: with an unprotected guard (the stack's
+    /// `Drop`) the block is freed before this returns.
+    ///
     /// # Safety
     ///
-    /// The caller's `n` deaths have not been counted before (each cell dies
-    /// once, the `current` reference ends once) and it will not touch those
-    /// cells again.
-    unsafe fn count_dead(&self, n: usize, guard: &Guard) {
+    /// `block` is alive; the caller's `n` deaths have not been counted
+    /// before (each cell dies once, the `current` reference ends once) and it
+    /// holds no reference into the block across this call.
+    unsafe fn count_dead(block: *const Self, n: usize, guard: &Guard) {
+        // SAFETY: alive (the caller's contract); each borrow ends before the
+        // free below can run.
+        let (counter, cells) = unsafe { (&(*block).dead, &(*block).cells) };
+        let capacity = cells.len();
         // AcqRel: Release orders our last use of the dying cells before the
-        // free; Acquire, for the death that completes the count, makes
-        // every other death's Release (hence every other use of the cells)
+        // free; Acquire, for the death that completes the count, makes every
+        // other death's Release (hence every other use of the cells)
         // happen-before the free it schedules.
-        let dead = self.dead.fetch_add(n, Ordering::AcqRel) + n;
-        debug_assert!(dead <= self.cells.len() + 1, "a cell died twice");
-        if dead == self.cells.len() + 1 {
+        let dead = counter.fetch_add(n, Ordering::AcqRel) + n;
+        debug_assert!(dead <= capacity + 1, "a cell died twice");
+        if dead == capacity + 1 {
             #[cfg(any(debug_assertions, loom))]
-            self.retired
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let raw: *const Self = self;
+            // SAFETY: as above.
+            unsafe { &(*block).retired }.store(true, std::sync::atomic::Ordering::Relaxed);
+            let raw = block;
             // SAFETY: every cell is dead and no push can reach the block any
             // more (it left `current`), but threads pinned now may still read
             // cells they reached from the stack before the cells were
@@ -168,21 +182,27 @@ impl<N, T> Block<N, T> {
 }
 
 impl<N, T> DataCell<N, T> {
-    /// Moves the value out; the cell dies.
+    /// Moves the value out; the cell dies. A raw pointer, not `&self`: the
+    /// cell's block may be freed before this returns (see `count_dead`).
     ///
     /// # Safety
     ///
     /// The caller owns the cell (state table): it claimed it and never
     /// published it, or it won the `top` CAS that removed it from the
     /// stack, which synchronized with the push that published it. Called
-    /// once per cell.
-    pub(crate) unsafe fn take(&self, guard: &Guard) -> T {
+    /// once per cell; the caller does not touch the cell afterwards.
+    pub(crate) unsafe fn take(cell: *const Self, guard: &Guard) -> T {
         // SAFETY: the caller owns the cell, whose value is initialised from
-        // the claim until now.
-        let value = self.value.with(|v| unsafe { (*v).assume_init_read() });
-        // SAFETY: a cell's block outlives the cell's death, which is this
-        // one (the caller's contract: once per cell).
-        unsafe { (*self.block).count_dead(1, guard) };
+        // the claim until now; the block outlives the cell's death.
+        let (value, block) = unsafe {
+            (
+                (*cell).value.with(|v| (*v).assume_init_read()),
+                (*cell).block,
+            )
+        };
+        // SAFETY: this is the cell's one death (the caller's contract), and
+        // no borrow of it is left.
+        unsafe { Block::count_dead(block, 1, guard) };
         value
     }
 }
@@ -233,10 +253,10 @@ impl<N, T> Cells<N, T> {
                 guard,
             ) {
                 Ok(fresh) => {
-                    if let Some(old) = unsafe { current.as_ref() } {
-                        // SAFETY: we replaced `old` in `current`, once; its
+                    if !current.is_null() {
+                        // SAFETY: we replaced it in `current`, once; its
                         // `current` reference ends here.
-                        unsafe { old.count_dead(1, guard) };
+                        unsafe { Block::count_dead(current.as_raw(), 1, guard) };
                     }
                     // SAFETY: just installed, not freed while we are pinned
                     // (its cell 0 is ours and alive).
@@ -261,14 +281,12 @@ impl<N, T> Drop for Cells<N, T> {
         let current: Shared<'_, Block<N, T>> = self.current.load(Ordering::Relaxed, guard);
         // SAFETY: as above.
         if let Some(block) = unsafe { current.as_ref() } {
-            let claimed = block
-                .allocated
-                .load(Ordering::Relaxed)
-                .min(block.cells.len());
+            let capacity = block.cells.len();
+            let spare = capacity - block.allocated.load(Ordering::Relaxed).min(capacity);
             // SAFETY: the spare cells never lived; with the `current`
             // reference, the count reaches its end and the block is freed
-            // at once (unprotected guard).
-            unsafe { block.count_dead(block.cells.len() - claimed + 1, guard) };
+            // at once (unprotected guard). `block` is not used after.
+            unsafe { Block::count_dead(current.as_raw(), spare + 1, guard) };
         }
     }
 }
@@ -285,7 +303,7 @@ mod tests {
         let guard = &epoch::pin();
         let cell = cells.claim(value, guard);
         // SAFETY: claimed here, never published, taken once.
-        assert_eq!(unsafe { cell.take(guard) }, value);
+        assert_eq!(unsafe { DataCell::take(cell, guard) }, value);
     }
 
     // Two pushes race for the last cell of a block: one gets it, the other
@@ -339,7 +357,7 @@ mod tests {
         assert_eq!(blocks.len(), 4, "a fresh block per capacity claims");
         for (i, cell) in claimed.into_iter().enumerate().rev() {
             // SAFETY: claimed above, never published, taken once.
-            assert_eq!(unsafe { cell.take(guard) }, i.to_string());
+            assert_eq!(unsafe { DataCell::take(cell, guard) }, i.to_string());
         }
         drop(cells);
     }

@@ -575,7 +575,7 @@ impl<T> DualStack<T> {
         // SAFETY (of both calls): the cell is claimed by us and was never
         // published (state table of `crate::cells`).
         let take_back = |value: Option<T>, cell: Option<&Cell<T>>| match cell {
-            Some(cell) => unsafe { cell.take(guard) },
+            Some(cell) => unsafe { Cell::take(cell, guard) },
             None => value.expect("the value is in hand or in the claimed cell"),
         };
         loop {
@@ -1255,7 +1255,7 @@ impl<T> DualStack<T> {
                     // SAFETY: our CAS removed the cell, so we own it (state
                     // table of `crate::cells`), and its push (Release) and
                     // our Acquire load published the value.
-                    return Step::Taken(unsafe { cell.take(guard) });
+                    return Step::Taken(unsafe { Cell::take(cell, guard) });
                 }
                 continue;
             }
@@ -1580,7 +1580,7 @@ impl<T> Chain<'_, T> {
                 self.next = cell.next.load(Ordering::Relaxed, guard);
                 // SAFETY: the stack is the cell's owner (stored state) and
                 // drops it once; its block goes when its last cell does.
-                Some(Some(unsafe { cell.take(guard) }))
+                Some(Some(unsafe { Cell::take(cell, guard) }))
             }
             Item::Node(node) => {
                 self.next = node.next.load(Ordering::Relaxed, guard);
