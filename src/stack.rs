@@ -251,7 +251,7 @@ impl<'g, T> Item<'g, T> {
         if p.is_null() {
             None
         } else if p.tag() & CELL != 0 {
-            // SAFETY: a `CELL` pointer points at a cell (`Item::pointer`).
+            // SAFETY: a `CELL` pointer points at a cell (`cell_pointer`).
             Some(Item::Cell(unsafe { &*p.as_raw().cast::<Cell<T>>() }))
         } else {
             // SAFETY: the caller's contract.
@@ -344,8 +344,8 @@ impl<T> Node<T> {
         })
     }
 
-    /// A value a pop could take now: stored, or offered by a waiting
-    /// transfer.
+    /// A value a pop could take now: one offered by a waiting transfer
+    /// (stored values are cells, not nodes).
     fn is_takeable(&self) -> bool {
         !self.fulfilling && self.slot.holds_value()
     }
@@ -360,7 +360,7 @@ impl<T> Node<T> {
     ///
     /// # Safety
     ///
-    /// `node` came from `Node::datum` or `Node::reservation`, the caller owns
+    /// `node` came from `Node::datum`, `Node::offer` or `Node::reservation`, the caller owns
     /// one of its references, and no one will touch the node through that
     /// reference again.
     unsafe fn release(node: *const Node<T>) {
@@ -638,7 +638,6 @@ impl<T> DualStack<T> {
     /// otherwise does what `put` says (`Put::Store` goes through
     /// [`store_in_cell`](Self::store_in_cell) instead).
     fn put(&self, value: T, put: Put) -> Placed<T> {
-        debug_assert!(put != Put::Store, "stored values go into cells");
         // Acquire: pairs with the Release store in `note_closed`.
         if self.closed.load(Ordering::Acquire) {
             return Placed::Closed(value);
@@ -647,7 +646,10 @@ impl<T> DualStack<T> {
         // The likely kind; rebuilt below if the mode says otherwise.
         let mut node = match put {
             Put::Offer => Node::offer(value),
-            Put::Store | Put::OnlyToWaiter => Node::datum(value),
+            Put::OnlyToWaiter => Node::datum(value),
+            // A datum pushed here would not be fulfilling, and `complete`
+            // would then read the item under it as a reservation.
+            Put::Store => unreachable!("stored values go into cells (`store_in_cell`)"),
         };
         loop {
             let top = self.top.load(Ordering::Acquire, guard);
@@ -1449,7 +1451,7 @@ impl<T> DualStack<T> {
         // Acquire load of `top` synchronized with.
         let below = t_ref.next.load(Ordering::Relaxed, guard);
         // AcqRel, as in `pop_dead_top`. Fails if `t` is no longer the top
-        // (popped by someone else, or buried under a newer datum: then it
+        // (popped by someone else, or buried under a newer value: then it
         // leaves when it resurfaces).
         if self
             .top
