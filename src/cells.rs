@@ -243,7 +243,13 @@ impl<N, T> Cells<N, T> {
                     break cell;
                 }
             }
-            // Exhausted (or no block yet): install one whose cell 0 is ours.
+            // Exhausted (or no block yet): install one whose cell 0 is ours,
+            // unless another push already did (then claim there instead of
+            // allocating a block that would lose the CAS). Relaxed: only
+            // compared; the loop's Acquire load is the one we use.
+            if spare.is_none() && self.current.load(Ordering::Relaxed, guard) != current {
+                continue;
+            }
             let fresh = spare.take().unwrap_or_else(Block::with_first_claimed);
             // Release: publishes the fresh block's initialised cells; pairs
             // with the Acquire load above. Acquire on failure: we then use
