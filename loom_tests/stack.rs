@@ -311,3 +311,41 @@ fn stack_drop_with_stored_values() {
         assert_eq!(drops.load(Ordering::Relaxed), 2);
     });
 }
+
+/// Stored values cross a block boundary (blocks hold 2 cells under loom)
+/// while another thread pops: the first block's cells all die and a push
+/// installs the next block, retiring the first, possibly while the other
+/// thread still reads one of its cells (it loaded `top` before the pop that
+/// removed the cell; the epoch keeps the block until it unpins). Each value
+/// comes out once, newest first, and a claim never lands in a retired block
+/// (the cells' debug assertion).
+#[test]
+fn stack_pops_race_a_block_retirement() {
+    model("stack_pops_race_a_block_retirement", 2, || {
+        let s = Arc::new(DualStack::new());
+        s.push(1).unwrap();
+        s.push(2).unwrap(); // the first block is full
+        let popper = {
+            let s = s.clone();
+            thread::spawn(move || s.try_pop())
+        };
+        let mine = [s.try_pop(), s.try_pop()];
+        s.push(3).unwrap(); // installs the second block
+        let theirs = popper.join().unwrap();
+        let mut got: Vec<u32> = mine
+            .iter()
+            .chain([&theirs])
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        // Whatever is left comes out newest first: 3 on top of any survivor.
+        while let Ok(v) = s.try_pop() {
+            got.push(v);
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3], "each value exactly once");
+        // Our two pops took the newest values there were: 2 before 1.
+        if let [Ok(a), Ok(b)] = mine {
+            assert!(a > b, "popped {a} before {b}");
+        }
+    });
+}
