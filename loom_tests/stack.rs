@@ -321,7 +321,7 @@ fn stack_drop_with_stored_values() {
 /// (the cells' debug assertion).
 #[test]
 fn stack_pops_race_a_block_retirement() {
-    model("stack_pops_race_a_block_retirement", 2, || {
+    model("stack_pops_race_a_block_retirement", 3, || {
         let s = Arc::new(DualStack::new());
         s.push(1).unwrap();
         s.push(2).unwrap(); // the first block is full
