@@ -315,6 +315,19 @@ mod tests {
         assert_eq!(unsafe { DataCell::take(cell, guard) }, value);
     }
 
+    /// `claim_and_take` of `theirs` on a new loom thread, racing ours of
+    /// `mine`.
+    #[cfg(loom)]
+    fn claim_and_take_racing(cells: Cells<Item, u32>, mine: u32, theirs: u32) {
+        let cells = loom::sync::Arc::new(cells);
+        let other = {
+            let cells = loom::sync::Arc::clone(&cells);
+            loom::thread::spawn(move || claim_and_take(&cells, theirs))
+        };
+        claim_and_take(&cells, mine);
+        other.join().unwrap();
+    }
+
     // Two pushes race for the last cell of a block: one gets it, the other
     // installs a fresh block (ending the old one's `current` reference);
     // the cells die on both threads. Each value comes back once, the old
@@ -324,18 +337,11 @@ mod tests {
     #[test]
     #[cfg(loom)]
     fn claims_race_at_a_block_boundary() {
-        use loom::sync::Arc;
-        use loom::thread;
         crate::sync::loom_model("claims_race_at_a_block_boundary", || {
-            let cells = Arc::new(Cells::<Item, u32>::new());
+            let cells = Cells::new();
             // Cell 0 of the first block, so one cell is left in it.
             claim_and_take(&cells, 1);
-            let other = {
-                let cells = Arc::clone(&cells);
-                thread::spawn(move || claim_and_take(&cells, 2))
-            };
-            claim_and_take(&cells, 3);
-            other.join().unwrap();
+            claim_and_take_racing(cells, 3, 2);
         });
     }
 
@@ -353,9 +359,6 @@ mod tests {
         }
     }
 
-    /// Claims across several blocks, then kills every cell: each value comes
-    /// back once, and every block is freed (Miri and the leak check of the
-    /// test allocator would see one that is not).
     // Both pushes find the block exhausted, with every cell of it dead:
     // whichever installs the next block retires the old one, possibly
     // while the other has loaded it from `current` and not yet tried to
@@ -364,24 +367,19 @@ mod tests {
     #[test]
     #[cfg(loom)]
     fn claims_race_past_a_dead_exhausted_block() {
-        use loom::sync::Arc;
-        use loom::thread;
         crate::sync::loom_model("claims_race_past_a_dead_exhausted_block", || {
-            let cells = Arc::new(Cells::<Item, u32>::new());
-            // Fill the first block (2 cells under loom) and let every cell die.
-            let guard = &epoch::pin();
-            let first = [cells.claim(1, guard), cells.claim(2, guard)];
-            for cell in first {
-                // SAFETY: claimed here, never published, taken once.
-                unsafe { DataCell::take(cell, guard) };
+            let cells = Cells::new();
+            // Fill the first block (2 cells under loom) and let every cell
+            // die; both claims of the race then find it exhausted.
+            {
+                let guard = &epoch::pin();
+                let first = [cells.claim(1, guard), cells.claim(2, guard)];
+                for cell in first {
+                    // SAFETY: claimed here, never published, taken once.
+                    unsafe { DataCell::take(cell, guard) };
+                }
             }
-            drop(guard);
-            let other = {
-                let cells = Arc::clone(&cells);
-                thread::spawn(move || claim_and_take(&cells, 3))
-            };
-            claim_and_take(&cells, 4);
-            other.join().unwrap();
+            claim_and_take_racing(cells, 4, 3);
         });
     }
 
