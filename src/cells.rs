@@ -50,13 +50,24 @@
 //! A block lives as long as any of its cells holds a value: a value that
 //! stays in the stack while thousands pass over it keeps its block (one
 //! block, never more, per such value).
+//!
+//! A retired block is not freed: after its grace period it is reset and
+//! kept for reuse in the stack's pool of spares (`crate::spares`, at most
+//! 64 KiB), from which the next install takes it. Its cells keep their
+//! `block` pointer (the same block), and a pinned reader can still not see
+//! a cell reused: reuse waits for the same grace period a free would.
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::spares::Spares;
 use crate::sync::epoch::{Atomic, Guard, Owned, Shared};
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+
+/// Bytes of retired blocks a stack keeps for reuse (`crate::spares`).
+const SPARE_BYTES: usize = 64 * 1024;
 
 /// Bytes of cells a block aims at.
 const BLOCK_BYTES: usize = 4096;
@@ -100,6 +111,9 @@ struct Block<N, T> {
 /// The allocator: the block pushes claim cells from.
 pub(crate) struct Cells<N, T> {
     current: CachePadded<Atomic<Block<N, T>>>,
+    /// Retired blocks kept for reuse, shared with the deferred functions
+    /// that put them there (they may run after the stack is gone).
+    spares: Arc<Spares<Block<N, T>>>,
 }
 
 impl<N, T> Block<N, T> {
@@ -136,18 +150,50 @@ impl<N, T> Block<N, T> {
         }
     }
 
+    /// Roughly what a block occupies: the spares' budget unit.
+    fn bytes() -> usize {
+        std::mem::size_of::<Self>() + Self::capacity() * std::mem::size_of::<DataCell<N, T>>()
+    }
+
+    /// Makes a dead block fresh (no cell handed out, none dead) and keeps
+    /// it in `spares`, or frees it if the pool is full. The cells need no
+    /// reset: a claimant writes `next` and the value before it publishes a
+    /// cell, and their `block` is this block still.
+    ///
+    /// # Safety
+    ///
+    /// `block` came from [`Block::with_first_claimed`], is no longer
+    /// `current`, and every cell of it is dead and unreachable: no thread
+    /// can touch it (its grace period is over, or the stack is being
+    /// dropped).
+    unsafe fn recycle(block: *mut Self, spares: &Spares<Self>) {
+        // Relaxed: ours alone; `Spares::put` publishes the reset (Release).
+        // SAFETY: ours alone (the contract); through the raw pointer, as the
+        // cells' back-pointers are (see `with_first_claimed`).
+        unsafe {
+            (*block).allocated.store(0, Ordering::Relaxed);
+            (*block).dead.store(0, Ordering::Relaxed);
+            #[cfg(any(debug_assertions, loom))]
+            (*block)
+                .retired
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            spares.put(block);
+        }
+    }
+
     /// Counts `n` deaths (cells, or the end of the block's time as
-    /// `current`); the one that completes the count retires the block.
+    /// `current`); the one that completes the count retires the block (to
+    /// `spares` after its grace period).
     ///
     /// A raw pointer, not `&self`: with an unprotected guard (the stack's
-    /// `Drop`) the block is freed before this returns.
+    /// `Drop`) the block is recycled or freed before this returns.
     ///
     /// # Safety
     ///
     /// `block` is alive; the caller's `n` deaths have not been counted
     /// before (each cell dies once, the `current` reference ends once) and it
     /// holds no reference into the block across this call.
-    unsafe fn count_dead(block: *const Self, n: usize, guard: &Guard) {
+    unsafe fn count_dead(block: *const Self, n: usize, guard: &Guard, spares: &Arc<Spares<Self>>) {
         // SAFETY: alive (the caller's contract); each borrow ends before the
         // free below can run.
         let (counter, cells) = unsafe { (&(*block).dead, &(*block).cells) };
@@ -157,20 +203,27 @@ impl<N, T> Block<N, T> {
         // other death's Release (hence every other use of the cells)
         // happen-before the free it schedules.
         let dead = counter.fetch_add(n, Ordering::AcqRel) + n;
-        debug_assert!(dead <= capacity + 1, "a cell died twice");
+        // Checked under loom too (its models run in release builds).
+        #[cfg(any(debug_assertions, loom))]
+        assert!(
+            dead <= capacity + 1,
+            "a cell died twice, or a block was reused uncounted"
+        );
         if dead == capacity + 1 {
             #[cfg(any(debug_assertions, loom))]
             // SAFETY: as above.
             unsafe { &(*block).retired }.store(true, std::sync::atomic::Ordering::Relaxed);
-            let raw = block;
+            let raw = block as *mut Self;
+            let spares = Arc::clone(spares);
             // SAFETY: every cell is dead and no push can reach the block any
             // more (it left `current`), but threads pinned now may still read
             // cells they reached from the stack before the cells were
-            // removed: the free waits for them. The closure drops no `T`
-            // (every value was moved out), so it may run after the stack
-            // (and any borrow in `T`) is gone.
+            // removed: the reuse (or free) waits for them. The closure drops
+            // no `T` (every value was moved out), so it may run after the
+            // stack (and any borrow in `T`) is gone; the pool lives as long
+            // as the closure's `Arc`.
             unsafe {
-                guard.defer_unchecked(move || drop(Owned::from_raw(raw as *mut Self)));
+                guard.defer_unchecked(move || Self::recycle(raw, &spares));
             }
             // A thread's bag of deferred frees goes to the collector only
             // when 64 entries fill it: 64 blocks of 4 KiB would sit there
@@ -181,17 +234,19 @@ impl<N, T> Block<N, T> {
     }
 }
 
-impl<N, T> DataCell<N, T> {
-    /// Moves the value out; the cell dies. A raw pointer, not `&self`: the
-    /// cell's block may be freed before this returns (see `count_dead`).
+impl<N, T> Cells<N, T> {
+    /// Moves the value out of `cell`; the cell dies. A raw pointer, not a
+    /// reference: the cell's block may be freed before this returns (see
+    /// `count_dead`).
     ///
     /// # Safety
     ///
-    /// The caller owns the cell (state table): it claimed it and never
+    /// The caller owns the cell (state table), which came from this
+    /// allocator: it claimed it and never
     /// published it, or it won the `top` CAS that removed it from the
     /// stack, which synchronized with the push that published it. Called
     /// once per cell; the caller does not touch the cell afterwards.
-    pub(crate) unsafe fn take(cell: *const Self, guard: &Guard) -> T {
+    pub(crate) unsafe fn take(&self, cell: *const DataCell<N, T>, guard: &Guard) -> T {
         // SAFETY: the caller owns the cell, whose value is initialised from
         // the claim until now; the block outlives the cell's death.
         let (value, block) = unsafe {
@@ -202,15 +257,35 @@ impl<N, T> DataCell<N, T> {
         };
         // SAFETY: this is the cell's one death (the caller's contract), and
         // no borrow of it is left.
-        unsafe { Block::count_dead(block, 1, guard) };
+        unsafe { Block::count_dead(block, 1, guard, &self.spares) };
         value
     }
-}
 
-impl<N, T> Cells<N, T> {
     pub(crate) fn new() -> Self {
         Cells {
             current: CachePadded::new(Atomic::null()),
+            spares: Arc::new(Spares::with_budget(SPARE_BYTES, Block::<N, T>::bytes())),
+        }
+    }
+
+    /// How many retired blocks the pool holds (for tests).
+    #[cfg(all(test, loom))]
+    pub(crate) fn spares_held(&self) -> usize {
+        self.spares.held()
+    }
+
+    /// A block whose cell 0 is already claimed: a recycled one if the pool
+    /// has one, else a new one.
+    fn fresh_block(&self) -> Owned<Block<N, T>> {
+        match self.spares.take() {
+            // SAFETY: a spare is ours alone, reset by `Block::recycle`, from
+            // `with_first_claimed` (`Box::into_raw`). Relaxed: published
+            // with the block (the Release CAS on `current`).
+            Some(block) => unsafe {
+                (*block).allocated.store(1, Ordering::Relaxed);
+                Owned::from_raw(block)
+            },
+            None => Block::with_first_claimed(),
         }
     }
 
@@ -250,7 +325,7 @@ impl<N, T> Cells<N, T> {
             if spare.is_none() && self.current.load(Ordering::Relaxed, guard) != current {
                 continue;
             }
-            let fresh = spare.take().unwrap_or_else(Block::with_first_claimed);
+            let fresh = spare.take().unwrap_or_else(|| self.fresh_block());
             // Release: publishes the fresh block's initialised cells; pairs
             // with the Acquire load above. Acquire on failure: we then use
             // the winner's block.
@@ -265,7 +340,7 @@ impl<N, T> Cells<N, T> {
                     if !current.is_null() {
                         // SAFETY: we replaced it in `current`, once; its
                         // `current` reference ends here.
-                        unsafe { Block::count_dead(current.as_raw(), 1, guard) };
+                        unsafe { Block::count_dead(current.as_raw(), 1, guard, &self.spares) };
                     }
                     // SAFETY: just installed, not freed while we are pinned
                     // (its cell 0 is ours and alive).
@@ -274,6 +349,11 @@ impl<N, T> Cells<N, T> {
                 Err(e) => spare = Some(e.new),
             }
         };
+        if let Some(unused) = spare {
+            // A block made for an install we lost, never shared: reset it.
+            // SAFETY: ours alone, from `fresh_block`; its cells never lived.
+            unsafe { Block::recycle(unused.into_shared(guard).as_raw() as *mut _, &self.spares) };
+        }
         // SAFETY: we claimed the cell (its index, or cell 0 of our block):
         // no one else touches its value.
         cell.value.with_mut(|v| unsafe { (*v).write(value) });
@@ -295,7 +375,7 @@ impl<N, T> Drop for Cells<N, T> {
             // SAFETY: the spare cells never lived; with the `current`
             // reference, the count reaches its end and the block is freed
             // at once (unprotected guard). `block` is not used after.
-            unsafe { Block::count_dead(current.as_raw(), spare + 1, guard) };
+            unsafe { Block::count_dead(current.as_raw(), spare + 1, guard, &self.spares) };
         }
     }
 }
@@ -312,7 +392,7 @@ mod tests {
         let guard = &epoch::pin();
         let cell = cells.claim(value, guard);
         // SAFETY: claimed here, never published, taken once.
-        assert_eq!(unsafe { DataCell::take(cell, guard) }, value);
+        assert_eq!(unsafe { cells.take(cell, guard) }, value);
     }
 
     /// `claim_and_take` of `theirs` on a new loom thread, racing ours of
@@ -376,7 +456,7 @@ mod tests {
                 let first = [cells.claim(1, guard), cells.claim(2, guard)];
                 for cell in first {
                     // SAFETY: claimed here, never published, taken once.
-                    unsafe { DataCell::take(cell, guard) };
+                    unsafe { cells.take(cell, guard) };
                 }
             }
             claim_and_take_racing(cells, 4, 3);
@@ -399,7 +479,7 @@ mod tests {
         assert_eq!(blocks.len(), 4, "a fresh block per capacity claims");
         for (i, cell) in claimed.into_iter().enumerate().rev() {
             // SAFETY: claimed above, never published, taken once.
-            assert_eq!(unsafe { DataCell::take(cell, guard) }, i.to_string());
+            assert_eq!(unsafe { cells.take(cell, guard) }, i.to_string());
         }
         drop(cells);
     }

@@ -91,6 +91,7 @@ mod queue;
 mod reservation;
 mod segment;
 mod slot;
+mod spares;
 mod stack;
 mod sync;
 mod transfer;

@@ -109,6 +109,15 @@
 //! * `refs` is decremented with `Release`; the last owner's `Acquire` fence
 //!   orders every earlier access before the free.
 //!
+//! # Memory of a segment
+//!
+//! A segment node has only the list's reference. When `head` passes it
+//! (exhausted), its deferred function resets it after the grace period and
+//! keeps it in the queue's pool of spares (`crate::spares`, at most 64 KiB)
+//! for the next append, instead of freeing it: no allocation per segment in
+//! the steady state, and no contention between the allocating producer and
+//! the consumer that frees (see `docs/scaling.md`).
+//!
 //! # Memory of a reservation (and of an offer)
 //!
 //! A reservation node has two references: the list's (released by a deferred
@@ -122,6 +131,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
@@ -132,6 +142,7 @@ use crate::error::{
 use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
+use crate::spares::Spares;
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 use crate::transfer::{self, Offered, TransferFuture};
@@ -146,6 +157,10 @@ const SEAL: usize = 2;
 // target with atomics); crossbeam-epoch would silently drop a tag that does
 // not fit.
 const _: () = assert!(std::mem::align_of::<Node<u8>>() > (MARK | SEAL));
+
+/// Bytes of exhausted segments a queue keeps for reuse (`crate::spares`):
+/// about a bag of 64 segments of `u64`s, which the epoch frees in one burst.
+const SPARE_BYTES: usize = 64 * 1024;
 
 struct Node<T> {
     next: Atomic<Node<T>>,
@@ -173,14 +188,61 @@ impl<T> Node<T> {
         })
     }
 
-    /// A data node: a segment whose first cell holds `value`.
-    fn segment(value: T) -> Owned<Self> {
+    /// A data node: a segment whose first cell holds `value`; a recycled
+    /// one if `spares` has one.
+    fn segment(value: T, spares: &Spares<Node<T>>) -> Owned<Self> {
+        if let Some(node) = spares.take() {
+            // SAFETY: a spare is ours alone, from `Owned::new` (a `Box`),
+            // and was reset by `recycle`.
+            unsafe {
+                match (*node).cells.as_mut() {
+                    Some(cells) => cells.store_first(value),
+                    None => unreachable!("only segments are recycled"),
+                }
+                return Owned::from_raw(node);
+            }
+        }
         Owned::new(Node {
             next: Atomic::null(),
             refs: AtomicUsize::new(1),
             slot: Slot::taken(),
             cells: Some(Box::new(Segment::with_first(value))),
         })
+    }
+
+    /// Roughly what a segment node occupies: the spares' budget unit.
+    fn segment_bytes() -> usize {
+        std::mem::size_of::<Node<T>>()
+            + std::mem::size_of::<Segment<T>>()
+            + Segment::<T>::capacity() * std::mem::size_of::<T>()
+    }
+
+    /// Resets a retired segment node and keeps it in `spares` for reuse (or
+    /// frees it if the pool is full).
+    ///
+    /// # Safety
+    ///
+    /// `node` is a segment node that left the list and whose grace period
+    /// is over (no thread can reach it), with only the list's reference.
+    unsafe fn recycle(node: *const Node<T>, spares: &Spares<Node<T>>) {
+        let node = node as *mut Node<T>;
+        // SAFETY: the caller's contract: ours alone (nothing points into a
+        // segment node but the list, which it left).
+        let node_ref = unsafe { &mut *node };
+        debug_assert_eq!(
+            node_ref.refs.load(Ordering::Relaxed),
+            1,
+            "a data node has one reference"
+        );
+        // Relaxed: ours alone; published again by `Spares::put`'s Release.
+        node_ref.next.store(Shared::null(), Ordering::Relaxed);
+        node_ref.slot = Slot::taken();
+        match node_ref.cells.as_mut() {
+            Some(cells) => cells.reset(),
+            None => unreachable!("only segments are recycled"),
+        }
+        // SAFETY: from `Owned::new` (a `Box`), ours, and reset.
+        unsafe { spares.put(node) };
     }
 
     /// Drops one reference; the last one frees the node. Never drops a value:
@@ -218,16 +280,29 @@ impl<T> Node<T> {
 }
 
 /// Hands the list's reference of a node that just left the list to the epoch
-/// collector.
+/// collector; a segment goes to `spares` after its grace period.
 ///
 /// # Safety
 ///
 /// The caller won the CAS that removed `node` from the list (head advance or
 /// unlink), so this runs once per node, and no new reference can be created.
-unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>) {
+unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>, spares: &Arc<Spares<Node<T>>>) {
     // The raw pointer itself, not an integer: `defer_unchecked` needs no
     // `Send`, and a pointer keeps its provenance (Miri checks it).
     let raw = node.as_raw();
+    // SAFETY: the caller removed the node, which is still alive (we are
+    // pinned); `cells` is fixed for a node's life in the list.
+    if unsafe { node.deref() }.cells.is_some() {
+        // The pool is shared with the deferred function, which may run
+        // after the queue is gone (one `Arc` clone per segment, not per
+        // value).
+        let spares = Arc::clone(spares);
+        // SAFETY: as for `release` below; the grace period gives `recycle`
+        // the node alone (a data node has only the list's reference), and
+        // an exhausted segment holds no value.
+        unsafe { guard.defer_unchecked(move || Node::recycle(raw, &spares)) };
+        return;
+    }
     // SAFETY: threads pinned now may still read the node; the deferred
     // release runs only after they unpin. The closure drops no `T`, so
     // running it after the queue (and any borrow in `T`) is gone is fine:
@@ -262,10 +337,10 @@ impl<T> Pending<T> {
 
     /// The node to append: a new segment, or (`offer`) an offer whose producer
     /// will wait for a consumer.
-    fn into_node(self, offer: bool) -> Owned<Node<T>> {
+    fn into_node(self, offer: bool, spares: &Spares<Node<T>>) -> Owned<Node<T>> {
         match self {
             Pending::Value(value) if offer => Node::new(Slot::offer(value)),
-            Pending::Value(value) => Node::segment(value),
+            Pending::Value(value) => Node::segment(value, spares),
             Pending::Node(node) => node,
         }
     }
@@ -323,6 +398,8 @@ pub struct DualQueue<T> {
     tail: CachePadded<Atomic<Node<T>>>,
     /// Set (first) by the close's linearization point; see the module docs.
     closed: CachePadded<AtomicBool>,
+    /// Exhausted segments kept for reuse (`crate::spares`).
+    spares: Arc<Spares<Node<T>>>,
     _marker: PhantomData<T>,
 }
 
@@ -352,6 +429,7 @@ impl<T> DualQueue<T> {
             head: CachePadded::new(Atomic::from(dummy)),
             tail: CachePadded::new(Atomic::from(dummy)),
             closed: CachePadded::new(AtomicBool::new(false)),
+            spares: Arc::new(Spares::with_budget(SPARE_BYTES, Node::<T>::segment_bytes())),
             _marker: PhantomData,
         }
     }
@@ -456,7 +534,7 @@ impl<T> DualQueue<T> {
                 // Acquire loads of `next`.
                 match tail_ref.next.compare_exchange(
                     Shared::null(),
-                    pending.into_node(put == Put::Offer),
+                    pending.into_node(put == Put::Offer, &self.spares),
                     Ordering::Release,
                     Ordering::Relaxed,
                     guard,
@@ -1276,7 +1354,7 @@ impl<T> DualQueue<T> {
             .is_ok()
         {
             // SAFETY: we won the CAS that removed `head` from the list.
-            unsafe { retire(guard, head) };
+            unsafe { retire(guard, head, &self.spares) };
             true
         } else {
             false
@@ -1353,7 +1431,7 @@ impl<T> DualQueue<T> {
                 ) {
                     Ok(_) => {
                         // SAFETY: we won the CAS that unlinked `cur`.
-                        unsafe { retire(guard, cur) };
+                        unsafe { retire(guard, cur, &self.spares) };
                         cur = succ;
                     }
                     Err(_) => continue 'restart,
@@ -1488,5 +1566,86 @@ impl<T> Default for DualQueue<T> {
 impl<T> fmt::Debug for DualQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad("DualQueue { .. }")
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    // The consumer whose pop retires a segment also runs its recycling
+    // (it flushes the epoch), while the producer appends: if the push finds
+    // the spare, the reset made on the consumer's thread must reach it
+    // (`Spares::put`'s Release, `take`'s Acquire); a stale `deq` or cell
+    // state would lose or repeat a value.
+    #[test]
+    fn segment_recycled_on_one_thread_reused_on_another() {
+        crate::sync::loom_model_long(
+            "queue::segment_recycled_on_one_thread_reused_on_another",
+            20_000,
+            || {
+                let q = Arc::new(DualQueue::new());
+                for v in 1..=5 {
+                    q.push(v).unwrap();
+                }
+                for v in 1..=4 {
+                    assert_eq!(q.try_pop(), Ok(v));
+                }
+                let consumer = {
+                    let q = Arc::clone(&q);
+                    thread::spawn(move || {
+                        // [3 4] is drained: `head` moves onto it, retiring
+                        // [1 2] (the dummy since the pop of 3).
+                        assert_eq!(q.try_pop(), Ok(5));
+                        for _ in 0..3 {
+                            epoch::pin().flush();
+                        }
+                    })
+                };
+                q.push(6).unwrap();
+                q.push(7).unwrap();
+                consumer.join().unwrap();
+                let mut got = Vec::new();
+                while let Ok(v) = q.try_pop() {
+                    got.push(v);
+                }
+                assert_eq!(got, [6, 7], "each value once, in order");
+            },
+        );
+    }
+
+    // A segment is retired (head passes it), recycled after its grace
+    // period, then reused by a push that races a pop: every value comes out
+    // once and in order, so the reuse's reset and first value reach the
+    // consumer (through the pool's Release/Acquire and the append's CAS),
+    // and nothing of the segment's first life shows through.
+    #[test]
+    fn recycled_segment_races_a_pop() {
+        crate::sync::loom_model_long("queue::recycled_segment_races_a_pop", 20_000, || {
+            let q = Arc::new(DualQueue::new());
+            // 2-cell segments under loom: [1 2] [3 4] [5 _]; draining them
+            // moves `head` onto [3 4], which retires [1 2].
+            for v in 1..=5 {
+                q.push(v).unwrap();
+            }
+            for v in 1..=5 {
+                assert_eq!(q.try_pop(), Ok(v));
+            }
+            crate::spares::until_recycled(|| q.spares.held(), 1);
+            let popper = {
+                let q = Arc::clone(&q);
+                thread::spawn(move || q.try_pop().ok())
+            };
+            q.push(6).unwrap(); // the free cell of [5 _]
+            q.push(7).unwrap(); // a new segment: the recycled one
+            assert_eq!(q.spares.held(), 0, "the push took the spare");
+            let mut got: Vec<u32> = popper.join().unwrap().into_iter().collect();
+            while let Ok(v) = q.try_pop() {
+                got.push(v);
+            }
+            assert_eq!(got, [6, 7], "each value once, in order");
+        });
     }
 }

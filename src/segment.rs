@@ -151,20 +151,52 @@ impl<T> Segment<T> {
     /// `READY`): it is published with it, so no consumer can break it.
     pub(crate) fn with_first(value: T) -> Self {
         let cells = Self::capacity();
-        let states = std::array::from_fn(|i| AtomicU8::new(if i == 0 { READY } else { EMPTY }));
         let values: Box<[UnsafeCell<MaybeUninit<T>>]> = (0..cells)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
-        // SAFETY: the segment is not shared yet; cell 0 is ours.
-        values[0].with_mut(|p| unsafe { (*p).write(value) });
-        Segment {
+        let mut segment = Segment {
             back: CachePadded::new(Back {
-                enq: AtomicUsize::new(1),
-                states,
+                enq: AtomicUsize::new(0),
+                states: std::array::from_fn(|_| AtomicU8::new(EMPTY)),
                 values,
             }),
             deq: CachePadded::new(AtomicUsize::new(0)),
+        };
+        segment.store_first(value);
+        segment
+    }
+
+    /// Makes an exhausted segment (every value taken) fresh again: no cell
+    /// claimed, every cell `EMPTY`. For reuse (`crate::spares`).
+    pub(crate) fn reset(&mut self) {
+        // Relaxed stores: `&mut self`. Whoever uses the segment next gets it
+        // through the spares' Release/Acquire pair, then publishes it with
+        // the queue's Release CAS on `next`.
+        for state in self.back.states.iter() {
+            debug_assert_ne!(
+                state.load(Ordering::Relaxed),
+                READY,
+                "a value left in a retired segment"
+            );
+            state.store(EMPTY, Ordering::Relaxed);
         }
+        self.back.enq.store(0, Ordering::Relaxed);
+        self.deq.store(0, Ordering::Relaxed);
+    }
+
+    /// Stores `value` in cell 0 of a fresh (or reset) segment, claimed and
+    /// `READY`, before the segment is published.
+    pub(crate) fn store_first(&mut self, value: T) {
+        debug_assert_eq!(
+            self.back.enq.load(Ordering::Relaxed),
+            0,
+            "not a fresh segment"
+        );
+        // SAFETY: `&mut self`, and no cell is claimed: cell 0 is ours.
+        self.back.values[0].with_mut(|p| unsafe { (*p).write(value) });
+        // Relaxed: `&mut self`; published with the segment (as in `reset`).
+        self.back.states[0].store(READY, Ordering::Relaxed);
+        self.back.enq.store(1, Ordering::Relaxed);
     }
 
     /// A producer's attempt to store `value` in the next free cell. Gives

@@ -579,7 +579,7 @@ impl<T> DualStack<T> {
         // SAFETY (of both calls): the cell is claimed by us and was never
         // published (state table of `crate::cells`).
         let take_back = |value: Option<T>, cell: Option<&Cell<T>>| match cell {
-            Some(cell) => unsafe { Cell::take(cell, guard) },
+            Some(cell) => unsafe { self.cells.take(cell, guard) },
             None => value.expect("the value is in hand or in the claimed cell"),
         };
         loop {
@@ -1264,7 +1264,7 @@ impl<T> DualStack<T> {
                     // SAFETY: our CAS removed the cell, so we own it (state
                     // table of `crate::cells`), and its push (Release) and
                     // our Acquire load published the value.
-                    return Step::Taken(unsafe { Cell::take(cell, guard) });
+                    return Step::Taken(unsafe { self.cells.take(cell, guard) });
                 }
                 backoff.spin();
                 continue;
@@ -1565,6 +1565,7 @@ impl<T> Drop for DualStack<T> {
         let mut rest = Chain {
             next: self.top.load(Ordering::Relaxed, guard),
             guard,
+            cells: &self.cells,
         };
         while let Some(value) = rest.pop() {
             drop(value);
@@ -1577,6 +1578,8 @@ struct Chain<'g, T> {
     next: Shared<'g, Node<T>>,
     /// `epoch::unprotected()`: the stack is being dropped.
     guard: &'g Guard,
+    /// The stack's cell allocator, which takes the cells' values.
+    cells: &'g Cells<Node<T>, T>,
 }
 
 impl<T> Chain<'_, T> {
@@ -1590,7 +1593,7 @@ impl<T> Chain<'_, T> {
                 self.next = cell.next.load(Ordering::Relaxed, guard);
                 // SAFETY: the stack is the cell's owner (stored state) and
                 // drops it once; its block goes when its last cell does.
-                Some(Some(unsafe { Cell::take(cell, guard) }))
+                Some(Some(unsafe { self.cells.take(cell, guard) }))
             }
             Item::Node(node) => {
                 self.next = node.next.load(Ordering::Relaxed, guard);
@@ -1663,5 +1666,92 @@ impl<T> Default for DualStack<T> {
 impl<T> fmt::Debug for DualStack<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad("DualStack { .. }")
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    // The consumer whose pop kills a block also runs its recycling (it
+    // flushes the epoch), while the producer installs a block: if the push
+    // finds the spare, the reset made on the consumer's thread must reach
+    // it (`Spares::put`'s Release, `take`'s Acquire); a stale counter would
+    // hand out a cell twice or free the block under a live cell.
+    #[test]
+    fn block_recycled_on_one_thread_reused_on_another() {
+        crate::sync::loom_model_long(
+            "stack::block_recycled_on_one_thread_reused_on_another",
+            20_000,
+            || {
+                let s = Arc::new(DualStack::new());
+                // [1 2] fills the first block, 3 installs the second.
+                for v in 1..=3 {
+                    s.push(v).unwrap();
+                }
+                assert_eq!(s.try_pop(), Ok(3));
+                assert_eq!(s.try_pop(), Ok(2));
+                let consumer = {
+                    let s = Arc::clone(&s);
+                    thread::spawn(move || {
+                        // The first block's last live cell, unless 4 came first.
+                        let got = s.try_pop().unwrap();
+                        for _ in 0..3 {
+                            epoch::pin().flush();
+                        }
+                        got
+                    })
+                };
+                s.push(4).unwrap(); // the second block's last cell
+                s.push(5).unwrap(); // a fresh block: perhaps the recycled one
+                let mut got = vec![consumer.join().unwrap()];
+                while let Ok(v) = s.try_pop() {
+                    got.push(v);
+                }
+                got.sort_unstable();
+                assert_eq!(got, [1, 4, 5], "each value once");
+            },
+        );
+    }
+
+    // A block dies (every cell popped, replaced in `current`), is recycled
+    // after its grace period, then reused by a push that races a pop:
+    // every value comes out once and newest first, so the reset block's
+    // counters and fresh cells reach the popper.
+    #[test]
+    fn recycled_block_races_a_pop() {
+        crate::sync::loom_model_long("stack::recycled_block_races_a_pop", 20_000, || {
+            let s = Arc::new(DualStack::new());
+            // 2-cell blocks under loom: 1 and 2 fill the first block, 3
+            // installs the second; popping all three kills the first.
+            for v in 1..=3 {
+                s.push(v).unwrap();
+            }
+            for v in (1..=3).rev() {
+                assert_eq!(s.try_pop(), Ok(v));
+            }
+            crate::spares::until_recycled(|| s.cells.spares_held(), 1);
+            let popper = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || s.try_pop().ok())
+            };
+            s.push(4).unwrap(); // the second block's last cell
+            s.push(5).unwrap(); // a fresh block: the recycled one
+            assert_eq!(s.cells.spares_held(), 0, "the push took the spare");
+            let theirs = popper.join().unwrap();
+            let mut rest = Vec::new();
+            while let Ok(v) = s.try_pop() {
+                rest.push(v);
+            }
+            match theirs {
+                None => assert_eq!(rest, [5, 4]),
+                // Popped before 5 was pushed: 4; after: 5.
+                Some(4) => assert_eq!(rest, [5]),
+                Some(5) => assert_eq!(rest, [4]),
+                Some(v) => panic!("popped {v}"),
+            }
+        });
     }
 }

@@ -12,7 +12,9 @@ pub(crate) use crossbeam_epoch as epoch;
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
+    };
     pub(crate) use loom::thread::{current, park, yield_now, Thread};
 
     use std::time::Instant;
@@ -55,7 +57,9 @@ mod imp {
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
+    };
     pub(crate) use std::thread::{current, park, park_timeout, Thread};
 
     use std::time::Instant;
@@ -110,11 +114,23 @@ pub(crate) use imp::*;
 /// it explored: the unit-test models' common runner.
 #[cfg(all(test, loom))]
 pub(crate) fn loom_model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    loom_model_long(name, 1_000, f);
+}
+
+/// `loom_model` for models whose single-threaded setup takes more than
+/// loom's default 1,000 branches (atomic operations) per execution.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model_long(
+    name: &str,
+    max_branches: usize,
+    f: impl Fn() + Sync + Send + 'static,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     let runs = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&runs);
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound.get_or_insert(3);
+    builder.max_branches = builder.max_branches.max(max_branches);
     builder.check(move || {
         counter.fetch_add(1, Relaxed);
         f();
