@@ -269,9 +269,17 @@ impl<N, T> Cells<N, T> {
     }
 
     /// How many retired blocks the pool holds (for tests).
-    #[cfg(all(test, loom))]
+    #[cfg(test)]
     pub(crate) fn spares_held(&self) -> usize {
         self.spares.held()
+    }
+
+    /// How many recycled blocks were reused (for tests).
+    #[cfg(test)]
+    pub(crate) fn spares_reused(&self) -> usize {
+        self.spares
+            .reused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A block whose cell 0 is already claimed: a recycled one if the pool

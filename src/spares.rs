@@ -45,6 +45,9 @@ pub(crate) struct Spares<S> {
     slots: [AtomicPtr<S>; MAX_SLOTS],
     /// How many of `slots` are used (fixed).
     capacity: usize,
+    /// How many spares `take` handed out (for tests).
+    #[cfg(test)]
+    pub(crate) reused: std::sync::atomic::AtomicUsize,
 }
 
 impl<S> Spares<S> {
@@ -54,6 +57,8 @@ impl<S> Spares<S> {
         Spares {
             slots: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             capacity: (bytes / bytes_each.max(1)).clamp(1, MAX_SLOTS),
+            #[cfg(test)]
+            reused: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -61,8 +66,8 @@ impl<S> Spares<S> {
         &self.slots[..self.capacity]
     }
 
-    /// How many spares the pool holds now (for the loom models).
-    #[cfg(all(test, loom))]
+    /// How many spares the pool holds now (for tests).
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         // Relaxed: a snapshot.
         self.slots()
@@ -86,6 +91,9 @@ impl<S> Spares<S> {
             let spare = slot.swap(ptr::null_mut(), Ordering::Acquire);
             if !spare.is_null() {
                 // Our swap removed it from the slot: nobody else has it.
+                #[cfg(test)]
+                self.reused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Some(spare);
             }
         }
@@ -132,16 +140,21 @@ impl<S> Drop for Spares<S> {
     }
 }
 
-/// Pins and flushes until a pool holds `n` spares (`held` counts them) (the deferred
-/// recycling has run); panics if it does not come. Only the calling thread
-/// may be pinned, so that each flush can advance the epoch.
-#[cfg(all(test, loom))]
+/// Pins and flushes until a pool holds `n` spares (`held` counts them: the
+/// deferred recycling has run); panics if it does not come. The epoch
+/// advances only while no other thread stays pinned: under loom the caller
+/// must be the only thread; natively, other tests' threads may hold it back
+/// for a while, hence the many tries.
+#[cfg(test)]
 pub(crate) fn until_recycled(held: impl Fn() -> usize, n: usize) {
-    for _ in 0..8 {
+    let tries = if cfg!(loom) { 8 } else { 100_000 };
+    for _ in 0..tries {
         if held() >= n {
             return;
         }
         crate::sync::epoch::pin().flush();
+        #[cfg(not(loom))]
+        std::thread::yield_now();
     }
     panic!("no segment or block was recycled");
 }

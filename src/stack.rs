@@ -1669,6 +1669,36 @@ impl<T> fmt::Debug for DualStack<T> {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    // Natively and under Miri (which checks the reuse for data races and
+    // borrow violations): blocks killed by this thread's pops, recycled,
+    // then reused by another thread's pushes while this one pops.
+    #[test]
+    fn recycled_blocks_carry_values_between_threads() {
+        let s = std::sync::Arc::new(DualStack::new());
+        let n = 3 * 256;
+        for v in 0..n {
+            s.push(v).unwrap();
+        }
+        for v in (0..n).rev() {
+            assert_eq!(s.try_pop(), Ok(v));
+        }
+        crate::spares::until_recycled(|| s.cells.spares_held(), 1);
+        let producer = {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || (n..3 * n).for_each(|v| s.push(v).unwrap()))
+        };
+        let mut got: Vec<u64> = (n..3 * n).map(|_| s.pop().unwrap()).collect();
+        producer.join().unwrap();
+        got.sort_unstable();
+        assert!(got.iter().copied().eq(n..3 * n), "each value once");
+        assert!(s.cells.spares_reused() > 0, "no push took a spare");
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
