@@ -1,14 +1,14 @@
 //! The dual stack's stored values: *data cells*, bump-allocated from shared
 //! blocks, instead of one heap node per value.
 //!
-//! A stored value sits in a [`DataCell`]: the value, the link to the item
-//! below it in the stack (`next`), and a pointer to the block the cell came
-//! from. The stack links cells exactly as Treiber's stack links nodes (a
-//! push writes `next` and publishes the cell with a CAS on `top`; a pop
-//! removes it with a CAS on `top`); this module only hands cells out and
-//! takes them back. Per value that is one `fetch_add` instead of a `malloc`,
-//! and one `fetch_add` instead of an epoch-deferred `free`: the block is
-//! retired once, when its last cell dies.
+//! A stored value sits in a [`DataCell`]: the value and the link to the
+//! item below it in the stack (`next`). The stack links cells exactly as
+//! Treiber's stack links nodes (a push writes `next` and publishes the cell
+//! with a CAS on `top`; a pop removes it with a CAS on `top`); this module
+//! only hands cells out and takes them back. Per value that is one
+//! `fetch_add` instead of a `malloc`, and one `fetch_add` instead of an
+//! epoch-deferred `free`: the block is retired once, when its last cell
+//! dies.
 //!
 //! # A cell's life
 //!
@@ -19,8 +19,8 @@
 //! | state     | value           | who holds it, and how it moves on |
 //! |-----------|-----------------|-----------------------------------|
 //! | spare     | uninitialised   | nobody: its index is at or above `allocated` |
-//! | claimed   | the pusher's    | the pusher that won the index by `fetch_add` on `allocated` ([`Cells::claim`]); it publishes the cell (the stack's `top` CAS), or takes the value back ([`DataCell::take`]: the stack was closed, or a consumer waits) |
-//! | stored    | the stack's     | the pop whose `top` CAS removed the cell: it takes the value ([`DataCell::take`]) |
+//! | claimed   | the pusher's    | the pusher that won the index by `fetch_add` on `allocated` ([`Cells::claim`]); it publishes the cell (the stack's `top` CAS), or takes the value back ([`Cells::take`]: the stack was closed, or a consumer waits) |
+//! | stored    | the stack's     | the pop whose `top` CAS removed the cell: it takes the value ([`Cells::take`]) |
 //! | dead      | gone            | nobody: counted in its block's `dead` |
 //!
 //! Every claimed cell dies exactly once (one owner at a time: its pusher,
@@ -42,22 +42,44 @@
 //! push installed a block first, so claims are lock-free: a failed
 //! `fetch_add` or CAS means another push got a cell.
 //!
+//! # Finding a cell's block
+//!
+//! A pop must find the block of the cell it removed, to count the death.
+//! A pointer in every cell would cost a word per value (24 instead of 16
+//! bytes per `u64`: 26.3 B per stored value with the block's header). So
+//! a block's cells come in *groups*: each group starts with the one word
+//! that points at the block, and the cells follow it.
+//!
+//! * **Aligned groups** (cells of up to a quarter of [`GROUP_BYTES`]): a
+//!   group is `GROUP_BYTES` long and the group array is allocated aligned
+//!   to it, so a cell's group starts at the cell's address rounded down to
+//!   a multiple of `GROUP_BYTES`. A `u64` costs 16 bytes plus 1/63 of a
+//!   group's word and tail: 16.25 B.
+//! * **One-cell groups** (bigger cells): the word sits right before the
+//!   cell; a word per value is little next to such a value, and aligning
+//!   groups to a power of two could waste up to half of each.
+//!
+//! Under loom and `--cfg dualq_small_segments` every block has two aligned
+//! one-cell groups, so the models and tests cross groups and blocks all
+//! the time.
+//!
 //! # Memory
 //!
-//! A cell is the value plus two words. A block holds about 4 KiB of cells
-//! (at least 4 and at most 256 cells; 2 under loom or `--cfg
-//! dualq_small_segments`, so tests cross block boundaries all the time).
+//! A block holds about [`BLOCK_BYTES`] of groups (at least 4 cells), plus
+//! its header (the two padded counters) in an allocation of its own.
 //! A block lives as long as any of its cells holds a value: a value that
 //! stays in the stack while thousands pass over it keeps its block (one
 //! block, never more, per such value).
 //!
 //! A retired block is not freed: after its grace period it is reset and
 //! kept for reuse in the stack's pool of spares (`crate::spares`, at most
-//! 64 KiB), from which the next install takes it. Its cells keep their
-//! `block` pointer (the same block), and a pinned reader can still not see
+//! 64 KiB), from which the next install takes it. Its groups keep their
+//! block pointer (the same block), and a pinned reader can still not see
 //! a cell reused: reuse waits for the same grace period a free would.
 
-use std::mem::MaybeUninit;
+use std::alloc::Layout;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -69,16 +91,22 @@ use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 /// Bytes of retired blocks a stack keeps for reuse (`crate::spares`).
 const SPARE_BYTES: usize = 64 * 1024;
 
-/// Bytes of cells a block aims at.
-const BLOCK_BYTES: usize = 4096;
-
-/// Cells per block, whatever the value's size.
+/// Bytes of groups a block aims at.
 #[cfg(not(any(loom, dualq_small_segments)))]
-const CELLS_RANGE: (usize, usize) = (4, 256);
-/// The same for loom and for native runs with `--cfg dualq_small_segments`:
-/// two cells, so nearly every other push installs a block.
+const BLOCK_BYTES: usize = 16 * 1024;
+/// Under loom and `--cfg dualq_small_segments`: two one-cell groups.
 #[cfg(any(loom, dualq_small_segments))]
-const CELLS_RANGE: (usize, usize) = (2, 2);
+const BLOCK_BYTES: usize = 0;
+
+/// Bytes of an aligned group (a power of two): 1008 of 1024 bytes hold
+/// `u64` cells. Bigger groups would waste less per group but more to
+/// alignment per block (up to a group's size, in the allocator).
+#[cfg(not(any(loom, dualq_small_segments)))]
+const GROUP_BYTES: usize = 1024;
+/// Under loom and `--cfg dualq_small_segments`: the smallest aligned group
+/// that holds one cell.
+#[cfg(any(loom, dualq_small_segments))]
+const GROUP_BYTES: usize = 0;
 
 /// One stored value and its link in the stack. `N` is the type of the
 /// stack's items (the link is the stack's own tagged pointer). Aligned to
@@ -90,10 +118,9 @@ pub(crate) struct DataCell<N, T> {
     pub(crate) next: Atomic<N>,
     /// Initialised from the claim until the value is taken (state table).
     value: UnsafeCell<MaybeUninit<T>>,
-    /// The block this cell belongs to (fixed).
-    block: *const Block<N, T>,
 }
 
+/// A block's header; its cells are in `groups`.
 struct Block<N, T> {
     /// Indices handed out. Grows past the capacity when pushes find the
     /// block exhausted; only indices below it name cells.
@@ -101,11 +128,89 @@ struct Block<N, T> {
     /// Cells dead, plus one once the block is no longer `current` (module
     /// docs). Separate line: producers claim, consumers kill.
     dead: CachePadded<AtomicUsize>,
-    cells: Box<[DataCell<N, T>]>,
+    /// The group array ([`Shape`]): each group's first word points back
+    /// here, and its cells follow. Fixed; the allocation is the block's.
+    groups: *mut u8,
     /// Debug and loom builds check that no push claims in a retired block
     /// (a plain `std` atomic, so that loom does not explore it).
     #[cfg(any(debug_assertions, loom))]
     retired: std::sync::atomic::AtomicBool,
+    _cells: PhantomData<DataCell<N, T>>,
+}
+
+/// How a block's cells lie in its group array, for cells of type `C`
+/// (constants, computed once per type).
+struct Shape<C>(PhantomData<C>);
+
+impl<C> Shape<C> {
+    const CELL: usize = size_of::<C>();
+    /// Offset of a group's first cell: after the block pointer, aligned.
+    const HEAD: usize = round_up(size_of::<*const ()>(), align_of::<C>());
+    /// The aligned group that holds at least one cell.
+    const ALIGNED_GROUP: usize = max(GROUP_BYTES, (Self::HEAD + Self::CELL).next_power_of_two());
+    /// Whether groups are aligned (module docs): cells small enough for 4
+    /// to a group, or (loom, small segments) always.
+    const ALIGNED: bool = GROUP_BYTES == 0 || (Self::ALIGNED_GROUP - Self::HEAD) / Self::CELL >= 4;
+    /// Bytes from one group to the next.
+    const GROUP: usize = if Self::ALIGNED {
+        Self::ALIGNED_GROUP
+    } else {
+        Self::HEAD + Self::CELL
+    };
+    const PER_GROUP: usize = (Self::GROUP - Self::HEAD) / Self::CELL;
+    const GROUPS: usize = if BLOCK_BYTES == 0 {
+        2
+    } else {
+        max(BLOCK_BYTES / Self::GROUP, div_ceil(4, Self::PER_GROUP))
+    };
+    /// Cells per block.
+    const CAPACITY: usize = Self::GROUPS * Self::PER_GROUP;
+    /// The group array's allocation.
+    const ARRAY: (usize, usize) = (
+        Self::GROUPS * Self::GROUP,
+        if Self::ALIGNED {
+            Self::GROUP
+        } else {
+            max(align_of::<C>(), align_of::<*const ()>())
+        },
+    );
+
+    fn layout() -> Layout {
+        Layout::from_size_align(Self::ARRAY.0, Self::ARRAY.1).expect("a block's layout")
+    }
+
+    /// Offset of cell `index` in the group array.
+    fn offset(index: usize) -> usize {
+        (index / Self::PER_GROUP) * Self::GROUP
+            + Self::HEAD
+            + (index % Self::PER_GROUP) * Self::CELL
+    }
+
+    /// Address of the block pointer of the group that holds the cell at
+    /// `cell` (an address inside a group array of this shape).
+    fn group_head(cell: usize) -> usize {
+        if Self::ALIGNED {
+            cell & !(Self::GROUP - 1)
+        } else {
+            cell - Self::HEAD
+        }
+    }
+}
+
+const fn round_up(n: usize, to: usize) -> usize {
+    (n + to - 1) / to * to
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+const fn div_ceil(n: usize, d: usize) -> usize {
+    (n + d - 1) / d
 }
 
 /// The allocator: the block pushes claim cells from.
@@ -119,40 +224,90 @@ pub(crate) struct Cells<N, T> {
 impl<N, T> Block<N, T> {
     /// Cells per block for values of type `T`.
     fn capacity() -> usize {
-        let cell = std::mem::size_of::<DataCell<N, T>>();
-        (BLOCK_BYTES / cell).clamp(CELLS_RANGE.0, CELLS_RANGE.1)
+        Shape::<DataCell<N, T>>::CAPACITY
+    }
+
+    /// Cell `index` (below the capacity) of `block`: a raw pointer with the
+    /// group array's provenance.
+    ///
+    /// # Safety
+    ///
+    /// `block` is alive.
+    unsafe fn cell(block: *const Self, index: usize) -> *const DataCell<N, T> {
+        debug_assert!(index < Self::capacity());
+        // SAFETY: alive; the offset is inside the group array.
+        unsafe { (*block).groups.add(Shape::<DataCell<N, T>>::offset(index)) }.cast()
+    }
+
+    /// The block that `cell` belongs to: read from its group's head.
+    ///
+    /// # Safety
+    ///
+    /// `cell` is a live cell of a live block of this type.
+    unsafe fn of(cell: *const DataCell<N, T>) -> *const Self {
+        let head = Shape::<DataCell<N, T>>::group_head(cell as usize);
+        // The head's address is computed from the cell's, so the pointer
+        // is built from the integer: the group array's provenance was
+        // exposed when the block was made (`with_first_claimed`), and a
+        // cell's pointer may come from the stack's tagged words, which
+        // are integers too. SAFETY: the group's head word was written when
+        // the block was made and never changes; the block is alive.
+        unsafe { *(head as *const *const Self) }
     }
 
     /// A fresh block whose cell 0 is already claimed (by its creator).
     fn with_first_claimed() -> Owned<Self> {
-        // Through a raw pointer: the cells keep it as their `block`, so the
-        // block is not written through any other path after they get it
-        // (Miri's borrow checks reject a back-pointer taken before a write).
+        type S<N, T> = Shape<DataCell<N, T>>;
+        // Through raw pointers: the groups keep `home` as their block, so
+        // the header is not written through any other path after they get
+        // it (Miri's borrow checks reject a back-pointer taken before a
+        // write).
         let home = Box::into_raw(Box::new(Block {
             allocated: CachePadded::new(AtomicUsize::new(1)),
             dead: CachePadded::new(AtomicUsize::new(0)),
-            cells: Box::new([]),
+            groups: std::ptr::null_mut(),
             #[cfg(any(debug_assertions, loom))]
             retired: std::sync::atomic::AtomicBool::new(false),
+            _cells: PhantomData,
         }));
-        let cells = (0..Self::capacity())
-            .map(|_| DataCell {
-                next: Atomic::null(),
-                value: UnsafeCell::new(MaybeUninit::uninit()),
-                block: home,
-            })
-            .collect();
-        // SAFETY: `home` was just allocated and is ours alone; from here on
-        // the block's plain fields are only read (its counters are atomics).
-        unsafe {
-            (*home).cells = cells;
-            Owned::from_raw(home)
+        let layout = S::<N, T>::layout();
+        // SAFETY: the layout's size is not zero (at least one group).
+        let groups = unsafe { std::alloc::alloc(layout) };
+        if groups.is_null() {
+            std::alloc::handle_alloc_error(layout);
         }
+        // Exposes the array's provenance for `of` (see there).
+        let _ = groups as usize;
+        for group in 0..S::<N, T>::GROUPS {
+            // SAFETY: inside the fresh array, aligned for a pointer (the
+            // group stride and the array are).
+            unsafe {
+                groups
+                    .add(group * S::<N, T>::GROUP)
+                    .cast::<*const Self>()
+                    .write(home)
+            };
+        }
+        // SAFETY: `home` was just allocated and is ours alone; from here on
+        // its plain fields are only read (its counters are atomics).
+        unsafe { (*home).groups = groups };
+        for index in 0..Self::capacity() {
+            // SAFETY: each cell's place in the fresh array, aligned (module
+            // docs), written once.
+            unsafe {
+                (Self::cell(home, index) as *mut DataCell<N, T>).write(DataCell {
+                    next: Atomic::null(),
+                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                })
+            };
+        }
+        // SAFETY: from `Box::into_raw`.
+        unsafe { Owned::from_raw(home) }
     }
 
     /// Roughly what a block occupies: the spares' budget unit.
     fn bytes() -> usize {
-        std::mem::size_of::<Self>() + Self::capacity() * std::mem::size_of::<DataCell<N, T>>()
+        size_of::<Self>() + Shape::<DataCell<N, T>>::ARRAY.0
     }
 
     /// Makes a dead block fresh (no cell handed out, none dead) and keeps
@@ -196,8 +351,8 @@ impl<N, T> Block<N, T> {
     unsafe fn count_dead(block: *const Self, n: usize, guard: &Guard, spares: &Arc<Spares<Self>>) {
         // SAFETY: alive (the caller's contract); each borrow ends before the
         // free below can run.
-        let (counter, cells) = unsafe { (&(*block).dead, &(*block).cells) };
-        let capacity = cells.len();
+        let counter = unsafe { &(*block).dead };
+        let capacity = Self::capacity();
         // AcqRel: Release orders our last use of the dying cells before the
         // free; Acquire, for the death that completes the count, makes every
         // other death's Release (hence every other use of the cells)
@@ -234,6 +389,21 @@ impl<N, T> Block<N, T> {
     }
 }
 
+impl<N, T> Drop for Block<N, T> {
+    fn drop(&mut self) {
+        let block: *const Self = self;
+        for index in 0..Self::capacity() {
+            // SAFETY: each cell was written when the block was made; no
+            // value is left in any (every cell died before the block was
+            // retired), so this drops no `T`, only the cells' own parts.
+            unsafe { std::ptr::drop_in_place(Self::cell(block, index) as *mut DataCell<N, T>) };
+        }
+        // SAFETY: allocated with this layout in `with_first_claimed`, and
+        // the block's last user is gone.
+        unsafe { std::alloc::dealloc(self.groups, Shape::<DataCell<N, T>>::layout()) };
+    }
+}
+
 impl<N, T> Cells<N, T> {
     /// Moves the value out of `cell`; the cell dies. A raw pointer, not a
     /// reference: the cell's block may be freed before this returns (see
@@ -252,7 +422,7 @@ impl<N, T> Cells<N, T> {
         let (value, block) = unsafe {
             (
                 (*cell).value.with(|v| (*v).assume_init_read()),
-                (*cell).block,
+                Block::of(cell),
             )
         };
         // SAFETY: this is the cell's one death (the caller's contract), and
@@ -266,6 +436,12 @@ impl<N, T> Cells<N, T> {
             current: CachePadded::new(Atomic::null()),
             spares: Arc::new(Spares::with_budget(SPARE_BYTES, Block::<N, T>::bytes())),
         }
+    }
+
+    /// Cells per block (for tests).
+    #[cfg(test)]
+    pub(crate) fn block_capacity() -> usize {
+        Block::<N, T>::capacity()
     }
 
     /// How many retired blocks the pool holds (for tests).
@@ -314,7 +490,9 @@ impl<N, T> Cells<N, T> {
                 // once); the cell's contents are published by the stack's
                 // Release CAS on `top`.
                 let index = block.allocated.fetch_add(1, Ordering::Relaxed);
-                if let Some(cell) = block.cells.get(index) {
+                if index < Block::<N, T>::capacity() {
+                    // SAFETY: below the capacity; the block is alive (above).
+                    let cell = unsafe { &*Block::cell(block, index) };
                     // A block may be retired after we loaded it (every
                     // cell dead, replaced in `current`): then our index is
                     // past its end. A cell claimed in it is a bug.
@@ -352,7 +530,7 @@ impl<N, T> Cells<N, T> {
                     }
                     // SAFETY: just installed, not freed while we are pinned
                     // (its cell 0 is ours and alive).
-                    break unsafe { &fresh.deref().cells[0] };
+                    break unsafe { &*Block::cell(fresh.as_raw(), 0) };
                 }
                 Err(e) => spare = Some(e.new),
             }
@@ -378,7 +556,7 @@ impl<N, T> Drop for Cells<N, T> {
         let current: Shared<'_, Block<N, T>> = self.current.load(Ordering::Relaxed, guard);
         // SAFETY: as above.
         if let Some(block) = unsafe { current.as_ref() } {
-            let capacity = block.cells.len();
+            let capacity = Block::<N, T>::capacity();
             let spare = capacity - block.allocated.load(Ordering::Relaxed).min(capacity);
             // SAFETY: the spare cells never lived; with the `current`
             // reference, the count reaches its end and the block is freed
@@ -434,17 +612,33 @@ mod tests {
     }
 
     #[test]
-    fn capacity_aims_at_4_kib_within_bounds() {
-        let small = Block::<Item, u64>::capacity();
-        let big = Block::<Item, [u8; 4096]>::capacity();
-        if CELLS_RANGE == (2, 2) {
-            assert_eq!((small, big), (2, 2));
-        } else {
-            // A cell is the value, `next` and the block pointer, aligned to 8.
-            let cell = (8 + 2 * std::mem::size_of::<usize>() + 7) / 8 * 8;
-            assert_eq!(small, 4096 / cell);
-            assert_eq!(big, 4);
+    fn shapes_of_small_middling_and_big_cells() {
+        type Of<T> = Shape<DataCell<Item, T>>;
+        /// Aligned groups?, group stride, cells per group, cells per block.
+        fn shape<T>() -> (bool, usize, usize, usize) {
+            (
+                Of::<T>::ALIGNED,
+                Of::<T>::GROUP,
+                Of::<T>::PER_GROUP,
+                Of::<T>::CAPACITY,
+            )
         }
+        let (u64s, mid, big) = (shape::<u64>(), shape::<[u8; 200]>(), shape::<[u8; 4096]>());
+        if GROUP_BYTES == 0 {
+            // Two aligned one-cell groups, whatever the value.
+            assert_eq!(u64s, (true, 32, 1, 2));
+            assert_eq!(mid, (true, 256, 1, 2));
+            assert_eq!(big, (true, 8192, 1, 2));
+        } else {
+            // A `u64` cell is 16 bytes: 63 of them after the 8-byte head of
+            // a 1 KiB group, 16 groups to a block.
+            assert_eq!(u64s, (true, 1024, 63, 1008));
+            assert_eq!(mid, (true, 1024, 4, 64));
+            // 4104-byte cells: one per group, the head right before it;
+            // at least 4 cells per block.
+            assert_eq!(big, (false, 4112, 1, 4));
+        }
+        assert_eq!(Of::<u64>::ARRAY.1 % align_of::<DataCell<Item, u64>>(), 0);
     }
 
     // Both pushes find the block exhausted, with every cell of it dead:
@@ -471,6 +665,36 @@ mod tests {
         });
     }
 
+    // Values of every shape (aligned groups of many cells, aligned groups
+    // of four, one-cell groups) go in and out across several blocks: each
+    // cell finds its block (a wrong head would miscount deaths: the
+    // assertion in `count_dead` or a leak).
+    #[test]
+    #[cfg(not(loom))]
+    fn cells_of_every_shape_find_their_block() {
+        fn round_trip<T: PartialEq + std::fmt::Debug>(make: impl Fn(usize) -> T) {
+            let cells = Cells::<Item, T>::new();
+            let n = 2 * Block::<Item, T>::capacity() + 3;
+            let guard = &epoch::pin();
+            let claimed: Vec<_> = (0..n).map(|i| cells.claim(make(i), guard)).collect();
+            for (i, &cell) in claimed.iter().enumerate() {
+                // SAFETY: a live cell of a live block.
+                let block = unsafe { Block::of(cell) };
+                let index = i % Block::<Item, T>::capacity();
+                // SAFETY: alive (its cells are).
+                assert_eq!(unsafe { Block::cell(block, index) }, cell as *const _);
+            }
+            for (i, cell) in claimed.into_iter().enumerate() {
+                // SAFETY: claimed above, never published, taken once.
+                assert_eq!(unsafe { cells.take(cell, guard) }, make(i));
+            }
+        }
+        round_trip(|i| i as u64);
+        round_trip(|i| [i as u8; 200]);
+        round_trip(|i| [i as u8; 4096]);
+        round_trip(|i| i.to_string());
+    }
+
     // Claims across several blocks, then every cell dies: each value comes
     // back once, and a fresh block is installed per `capacity` claims.
     // (That the blocks are then freed is checked natively by scenario (e)
@@ -483,7 +707,9 @@ mod tests {
         let n = 3 * Block::<Item, String>::capacity() + 1;
         let guard = &epoch::pin();
         let claimed: Vec<_> = (0..n).map(|i| cells.claim(i.to_string(), guard)).collect();
-        let blocks: std::collections::HashSet<_> = claimed.iter().map(|c| c.block).collect();
+        // SAFETY: live cells of live blocks.
+        let blocks: std::collections::HashSet<_> =
+            claimed.iter().map(|&c| unsafe { Block::of(c) }).collect();
         assert_eq!(blocks.len(), 4, "a fresh block per capacity claims");
         for (i, cell) in claimed.into_iter().enumerate().rev() {
             // SAFETY: claimed above, never published, taken once.

@@ -1679,7 +1679,7 @@ mod tests {
     #[test]
     fn recycled_blocks_carry_values_between_threads() {
         let s = std::sync::Arc::new(DualStack::new());
-        let n = 3 * 256;
+        let n = 3 * Cells::<Node<u64>, u64>::block_capacity() as u64;
         for v in 0..n {
             s.push(v).unwrap();
         }
