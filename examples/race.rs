@@ -175,7 +175,65 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// them is quick).
 const MEM_VALUES: u64 = 1_000_000;
 
+/// Bytes resident in this process (Linux: `/proc/self/statm`), or `None`.
+fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The environment variable that makes this process a child measuring one
+/// contender's resident memory (see [`resident_mem_row`]).
+const RSS_CHILD: &str = "RACE_RSS_CHILD";
+
+/// In a child started by [`resident_mem_row`]: stores `MEM_VALUES` in the
+/// contender named by `RACE_RSS_CHILD` and prints how much the process's
+/// resident memory grew, per value.
+fn resident_mem_child(name: &str) {
+    let contender = contenders()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{RSS_CHILD}={name}: no such contender"));
+    let grown = (contender.mem)(MEM_VALUES, || resident_bytes().expect("statm"));
+    println!("{}", grown as f64 / MEM_VALUES as f64);
+}
+
+/// Resident bytes per stored value, each contender measured in a fresh
+/// process (this program, run again with `RACE_RSS_CHILD`), so that no
+/// memory freed by an earlier run is reused. Unlike the heap-bytes row it
+/// counts what the allocator really keeps: rounding, alignment, headers.
+/// `None` where `/proc/self/statm` does not exist.
+fn resident_mem_row(contenders: &[Contender]) -> Option<Vec<Option<f64>>> {
+    resident_bytes()?;
+    let exe = std::env::current_exe().ok()?;
+    Some(
+        contenders
+            .iter()
+            .map(|c| {
+                let out = std::process::Command::new(&exe)
+                    .env(RSS_CHILD, c.name)
+                    .output()
+                    .expect("run the resident-memory child");
+                assert!(
+                    out.status.success(),
+                    "resident memory of {}: child failed",
+                    c.name
+                );
+                let text = String::from_utf8_lossy(&out.stdout);
+                Some(
+                    text.trim()
+                        .parse()
+                        .expect("the child prints bytes per value"),
+                )
+            })
+            .collect(),
+    )
+}
+
 fn main() {
+    if let Ok(name) = std::env::var(RSS_CHILD) {
+        return resident_mem_child(&name);
+    }
     let wall = Instant::now();
     let scale = scale_from_env();
     let rounds: usize = env_or("RACE_ROUNDS", 3).max(1);
@@ -196,7 +254,8 @@ fn main() {
     println!(
         "cells: ns per message; pingpong: per round trip; pool: per pop+push; mem: heap bytes per"
     );
-    println!("stored value with {MEM_VALUES} values stored (one run: it is deterministic). '-': not applicable.");
+    println!("stored value with {MEM_VALUES} values stored (one run: it is deterministic); mem resident:");
+    println!("the growth of resident memory for the same, one fresh process per structure. '-': not applicable.");
     println!();
 
     // mem first, while no other run has left epoch garbage behind whose
@@ -216,9 +275,16 @@ fn main() {
         mem
     });
 
+    let resident = wanted("mem")
+        .then(|| resident_mem_row(&contenders))
+        .flatten();
+
     let mut rows = measure(&workloads, &contenders, rounds, scale);
     if let Some(mem) = mem {
         rows.push(("mem (bytes/value)".into(), mem));
+    }
+    if let Some(resident) = resident {
+        rows.push(("mem resident (bytes/value)".into(), resident));
     }
     if !rows.is_empty() {
         print_table(&contenders, &rows);
