@@ -12,9 +12,9 @@
 //!
 //! # A cell's life
 //!
-//! Cells are used once: no cell is ever handed out twice, so the stack sees
-//! no ABA on a cell while a thread that read it is pinned (the block is
-//! retired through the epoch).
+//! A cell is handed out once per life of its block: it is reused only when
+//! its block is recycled, after the epoch's grace period, so the stack sees
+//! no ABA on a cell while a thread that read it is pinned.
 //!
 //! | state     | value           | who holds it, and how it moves on |
 //! |-----------|-----------------|-----------------------------------|
@@ -50,7 +50,8 @@
 //! a block's cells come in *groups*: each group starts with the one word
 //! that points at the block, and the cells follow it.
 //!
-//! * **Aligned groups** (cells of up to a quarter of [`GROUP_BYTES`]): a
+//! * **Aligned groups** (when at least four cells fit in [`GROUP_BYTES`]
+//!   after the head word: cells of up to 254 bytes on 64-bit): a
 //!   group is `GROUP_BYTES` long and the group array is allocated aligned
 //!   to it, so a cell's group starts at the cell's address rounded down to
 //!   a multiple of `GROUP_BYTES`. A `u64` costs 16 bytes plus 1/63 of a
@@ -65,7 +66,8 @@
 //!
 //! # Memory
 //!
-//! A block holds about [`BLOCK_BYTES`] of groups (at least 4 cells), plus
+//! A block holds about [`BLOCK_BYTES`] of groups (at least 4 cells, except
+//! under loom and small segments), plus
 //! its header (the two padded counters) in an allocation of its own.
 //! A block lives as long as any of its cells holds a value: a value that
 //! stays in the stack while thousands pass over it keeps its block (one
@@ -317,7 +319,7 @@ impl<N, T> Block<N, T> {
     /// Makes a dead block fresh (no cell handed out, none dead) and keeps
     /// it in `spares`, or frees it if the pool is full. The cells need no
     /// reset: a claimant writes `next` and the value before it publishes a
-    /// cell, and their `block` is this block still.
+    /// cell, and the groups' head words point at this block still.
     ///
     /// # Safety
     ///
@@ -385,7 +387,7 @@ impl<N, T> Block<N, T> {
                 guard.defer_unchecked(move || Self::recycle(raw, &spares));
             }
             // A thread's bag of deferred frees goes to the collector only
-            // when 64 entries fill it: 64 blocks of 4 KiB would sit there
+            // when 64 entries fill it: 64 blocks of 16 KiB would sit there
             // for as long as the thread does nothing else. Hand the bag over
             // now (once per block, not per value).
             guard.flush();
@@ -563,8 +565,9 @@ impl<N, T> Drop for Cells<N, T> {
             let capacity = Block::<N, T>::capacity();
             let spare = capacity - block.allocated.load(Ordering::Relaxed).min(capacity);
             // SAFETY: the spare cells never lived; with the `current`
-            // reference, the count reaches its end and the block is freed
-            // at once (unprotected guard). `block` is not used after.
+            // reference, the count reaches its end and the block is
+            // recycled into the pool at once (unprotected guard; the pool
+            // frees it when its last owner goes). `block` is not used after.
             unsafe { Block::count_dead(current.as_raw(), spare + 1, guard, &self.spares) };
         }
     }
@@ -702,8 +705,8 @@ mod tests {
 
     // Claims across several blocks, then every cell dies: each value comes
     // back once, and a fresh block is installed per `capacity` claims.
-    // (That the blocks are then freed is checked natively by scenario (e)
-    // of `tests/memory.rs`: Miri runs with leak checks off.)
+    // (That the blocks are then recycled or freed is checked natively by
+    // scenario (e) of `tests/memory.rs`: Miri runs with leak checks off.)
     #[test]
     #[cfg(not(loom))]
     fn every_cell_dies_once_and_blocks_go() {

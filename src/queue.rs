@@ -236,7 +236,7 @@ impl<T> Node<T> {
         );
         // Relaxed: ours alone; published again by `Spares::put`'s Release.
         node_ref.next.store(Shared::null(), Ordering::Relaxed);
-        node_ref.slot = Slot::taken();
+        debug_assert!(node_ref.slot.is_datum(), "a data node's slot never changes");
         match node_ref.cells.as_mut() {
             Some(cells) => cells.reset(),
             None => unreachable!("only segments are recycled"),
@@ -297,21 +297,22 @@ unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>, spares: &Arc<Spare
         // after the queue is gone (one `Arc` clone per segment, not per
         // value).
         let spares = Arc::clone(spares);
-        // SAFETY: as for `release` below; the grace period gives `recycle`
-        // the node alone (a data node has only the list's reference), and
-        // an exhausted segment holds no value.
+        // SAFETY: threads pinned now may still read the segment; the
+        // deferred recycling runs only after they unpin, and then has the
+        // node alone (a data node has only the list's reference). It drops
+        // no `T`, so running it after the queue (and any borrow in `T`) is
+        // gone is fine: a segment leaves only once exhausted, when each of
+        // its cells that can still become READY has been claimed by a
+        // consumer that pinned before its claim and takes the value before
+        // it unpins (the producer of such a cell pinned before its claim
+        // too). So the reset (and any `Segment::drop`) finds no READY cell.
         unsafe { guard.defer_unchecked(move || Node::recycle(raw, &spares)) };
         return;
     }
     // SAFETY: threads pinned now may still read the node; the deferred
     // release runs only after they unpin. The closure drops no `T`, so
     // running it after the queue (and any borrow in `T`) is gone is fine:
-    // values are moved out of reservations and offers before they leave, and
-    // a segment leaves only once exhausted, when each of its cells that can
-    // still become READY has been claimed by a consumer that pinned before
-    // its claim and takes the value before it unpins (the producer of such a
-    // cell pinned before its claim too). So the deferred `Segment::drop` finds
-    // no READY cell.
+    // values are moved out of reservations and offers before they leave.
     unsafe { guard.defer_unchecked(move || Node::release(raw)) }
 }
 

@@ -56,8 +56,9 @@
 //!   reader of them needs is coherence: each index is handed out once, and
 //!   whoever sees the seal (through the queue's `closed` flag, stored
 //!   `Release` after sealing) sees every claim before it.
-//! * The segment is freed through the queue's epoch collector, after the
-//!   node holding it left the list; every cell access is made while pinned.
+//! * The segment is recycled (reset and reused, `crate::spares`) or freed
+//!   through the queue's epoch collector, after the node holding it left
+//!   the list; every cell access is made while pinned.
 
 use std::mem::MaybeUninit;
 use std::ptr;

@@ -1,15 +1,14 @@
 //! Spares: allocations the structures recycle instead of freeing (the
 //! queue's exhausted segments, the stack's dead blocks).
 //!
-//! A segment or block is used once: it is retired through the epoch when
-//! its last value leaves, and a fresh one is allocated for the next values.
-//! Allocating and freeing them cost about a fifth of the buffered path's
-//! time (profiled on spsc): the producer allocates, the epoch frees on
-//! whichever thread collects (usually a consumer), so with glibc's malloc
-//! the two threads contend on the producer's arena lock (a `futex` call
-//! every few hundred values, measured). A structure therefore keeps a few
-//! retired allocations here and the producer takes one instead of
-//! allocating.
+//! A segment or block is retired through the epoch when its last value
+//! leaves, and the next values need a fresh one. Allocating and freeing
+//! them cost about a fifth of the buffered path's time (profiled on spsc,
+//! before this pool): the producer allocates, the epoch frees on whichever
+//! thread collects (usually a consumer), so with glibc's malloc the two
+//! threads contend on the producer's arena lock (a `futex` call every few
+//! hundred values, measured). A structure therefore keeps a few retired
+//! allocations here and the producer takes one instead of allocating.
 //!
 //! # Who touches a spare
 //!
@@ -27,9 +26,14 @@
 //!
 //! The pool is shared (`Arc`) with the deferred functions, which may run
 //! after the structure is dropped; the last owner frees what the slots
-//! still hold. A pool holds at most [`Spares::with_budget`]'s bytes (and at
-//! most [`MAX_SLOTS`] spares): that much stays allocated for as long as
-//! the structure lives, even when it is empty.
+//! still hold. So a dropped structure's pool lives on until the last of its
+//! pending deferred functions has run (they run when some thread's pins
+//! collect them, as any deferred free does).
+//!
+//! A pool holds at most [`Spares::with_budget`]'s bytes (and at most
+//! [`MAX_SLOTS`] spares): that much stays allocated for as long as the
+//! structure lives, even when it is empty. A structure whose one segment or
+//! block is bigger than the budget keeps none (its pool has no slot).
 
 use std::ptr;
 
@@ -51,12 +55,12 @@ pub(crate) struct Spares<S> {
 }
 
 impl<S> Spares<S> {
-    /// A pool that keeps at most about `bytes` of spares of `bytes_each`
-    /// each (at least one, at most [`MAX_SLOTS`]).
+    /// A pool that keeps at most `bytes` of spares of `bytes_each` each
+    /// (at most [`MAX_SLOTS`]; none if one spare is bigger than `bytes`).
     pub(crate) fn with_budget(bytes: usize, bytes_each: usize) -> Self {
         Spares {
             slots: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            capacity: (bytes / bytes_each.max(1)).clamp(1, MAX_SLOTS),
+            capacity: (bytes / bytes_each.max(1)).min(MAX_SLOTS),
             #[cfg(test)]
             reused: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -208,7 +212,7 @@ mod tests {
 
     #[test]
     fn budget_bounds() {
-        assert_eq!(Spares::<u8>::with_budget(1, 1000).capacity, 1);
+        assert_eq!(Spares::<u8>::with_budget(1, 1000).capacity, 0);
         assert_eq!(Spares::<u8>::with_budget(1 << 30, 1).capacity, MAX_SLOTS);
     }
 }

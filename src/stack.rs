@@ -39,8 +39,9 @@
 //! a cell or an offer, and so is an offer's. Cells are pushed and popped
 //! exactly like the data nodes of Treiber's stack (the `top` CAS publishes,
 //! the `top` CAS removes and makes the winner the value's only taker) and
-//! are never reused while anyone pinned may read them (each is used once;
-//! its block is retired through the epoch after its last cell dies).
+//! are never reused while anyone pinned may read them (a cell is reused
+//! only when its block is recycled, after the epoch's grace period, once
+//! its last cell died).
 //!
 //! # Node states
 //!

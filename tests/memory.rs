@@ -497,10 +497,10 @@ fn flat_memory_after_a_million_timed_out_waits() {
 }
 
 /// (e) The stack's stored values live in cells bump-allocated from shared
-/// blocks, and a block is freed only when its last cell dies. A value that
-/// stays at the bottom keeps its own block; the million values pushed and
-/// popped over it fill and empty thousands of blocks, which must all go
-/// (leaking them would grow the heap by ~24 MB here).
+/// blocks, and a block is recycled (or freed) only when its last cell dies.
+/// A value that stays at the bottom keeps its own block; the million values
+/// pushed and popped over it fill and empty a thousand blocks, which must
+/// all be reused or go (leaking them would grow the heap by ~16 MB here).
 fn values_passing_a_resident_one() {
     const ROUNDS: usize = if cfg!(miri) { 50 } else { 1_000_000 };
     let s = dualq::DualStack::<u64>::new();
