@@ -222,8 +222,9 @@ impl<T> Node<T> {
     ///
     /// # Safety
     ///
-    /// `node` is a segment node that left the list and whose grace period
-    /// is over (no thread can reach it), with only the list's reference.
+    /// `node` is a segment node from `Owned::new` (or a spare) that no
+    /// thread can reach: it left the list and its grace period is over, or
+    /// it was never published. It has one reference.
     unsafe fn recycle(node: *const Node<T>, spares: &Spares<Node<T>>) {
         let node = node as *mut Node<T>;
         // SAFETY: the caller's contract: ours alone (nothing points into a
@@ -324,11 +325,20 @@ enum Pending<T> {
 }
 
 impl<T> Pending<T> {
-    fn into_value(self) -> T {
+    /// The value back in hand; a segment allocated for a lost append goes
+    /// to `spares`.
+    fn into_value(self, spares: &Spares<Node<T>>) -> T {
         match self {
             Pending::Value(value) => value,
             Pending::Node(mut node) => match node.cells.as_mut() {
-                Some(cells) => cells.take_unpublished(),
+                Some(cells) => {
+                    let value = cells.take_unpublished();
+                    let node = Box::into_raw(node.into_box());
+                    // SAFETY: never published (its append lost), so ours
+                    // alone without a grace period; a segment node.
+                    unsafe { Node::recycle(node, spares) };
+                    value
+                }
                 // SAFETY: an offer never linked: its value is still there
                 // and we own it alone; the node is then freed without it.
                 None => unsafe { node.slot.take_data() },
@@ -499,7 +509,7 @@ impl<T> DualQueue<T> {
                 // No reservations: store the value in the last segment, or
                 // append a new segment (or an offer) after `tail`.
                 if put == Put::OnlyToWaiter {
-                    return Placed::NoConsumer(pending.into_value());
+                    return Placed::NoConsumer(pending.into_value(&self.spares));
                 }
                 let next = tail_ref.next.load(Ordering::Acquire, guard);
                 if tail != self.tail.load(Ordering::Acquire, guard) {
@@ -511,13 +521,13 @@ impl<T> DualQueue<T> {
                 }
                 if next.tag() & SEAL != 0 {
                     self.closed_at(tail_ref);
-                    return Placed::Closed(pending.into_value());
+                    return Placed::Closed(pending.into_value(&self.spares));
                 }
                 if let Some(cells) = &tail_ref.cells {
                     if put == Put::Store && !was_broken && !cells.refuses_writers() {
                         // A free cell in the last segment, after all. (A
                         // node allocated by a lost append is given up.)
-                        match cells.try_push(pending.into_value()) {
+                        match cells.try_push(pending.into_value(&self.spares)) {
                             Ok(()) => return Placed::Done,
                             Err(refused) => {
                                 was_broken = matches!(refused, Refused::Broken(_));
@@ -569,7 +579,10 @@ impl<T> DualQueue<T> {
                 if !first_ref.slot.is_reservation() {
                     continue; // stale snapshot: the queue changed mode
                 }
-                match first_ref.slot.fulfil(pending.into_value(), &self.closed) {
+                match first_ref
+                    .slot
+                    .fulfil(pending.into_value(&self.spares), &self.closed)
+                {
                     Fulfil::Delivered => {
                         self.advance_head(head, first, guard);
                         return Placed::Done;
