@@ -252,12 +252,13 @@ impl<N, T> Block<N, T> {
     /// `cell` is a live cell of a live block of this type.
     unsafe fn of(cell: *const DataCell<N, T>) -> *const Self {
         let head = Shape::<DataCell<N, T>>::group_head(cell as usize);
-        // The head's address is computed from the cell's, so the pointer
-        // is built from the integer: the group array's provenance was
-        // exposed when the block was made (`with_first_claimed`), and a
-        // cell's pointer may come from the stack's tagged words, which
-        // are integers too. SAFETY: the group's head word was written when
-        // the block was made and never changes; the block is alive.
+        // SAFETY: the group's head word was written when the block was
+        // made and never changes (a recycled block keeps its groups), and
+        // the block is alive (the caller's contract), so the read is of
+        // initialised, unchanging memory. The pointer is built from the
+        // integer address: the group array's provenance was exposed when
+        // the block was made (`with_first_claimed`), and a cell's pointer
+        // may come from the stack's tagged words, which are integers too.
         unsafe { *(head as *const *const Self) }
     }
 
