@@ -86,9 +86,9 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::spares::Spares;
+use crate::spares::{Spare, Spares};
 use crate::sync::epoch::{Atomic, Guard, Owned, Shared};
-use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
 
 /// Bytes of retired blocks a stack keeps for reuse (`crate::spares`).
 const SPARE_BYTES: usize = 64 * 1024;
@@ -137,6 +137,8 @@ struct Block<N, T> {
     /// The group array ([`Shape`]): each group's first word points back
     /// here, and its cells follow. Fixed; the allocation is the block's.
     groups: *mut u8,
+    /// The next spare while the block waits in the pool (`crate::spares`).
+    next_spare: AtomicPtr<Block<N, T>>,
     /// Debug and loom builds check that no push claims in a retired block
     /// (a plain `std` atomic, so that loom does not explore it).
     #[cfg(any(debug_assertions, loom))]
@@ -273,6 +275,7 @@ impl<N, T> Block<N, T> {
             allocated: CachePadded::new(AtomicUsize::new(1)),
             dead: CachePadded::new(AtomicUsize::new(0)),
             groups: std::ptr::null_mut(),
+            next_spare: AtomicPtr::new(std::ptr::null_mut()),
             #[cfg(any(debug_assertions, loom))]
             retired: std::sync::atomic::AtomicBool::new(false),
             _cells: PhantomData,
@@ -329,6 +332,19 @@ impl<N, T> Block<N, T> {
     /// can touch it (its grace period is over, or the stack is being
     /// dropped).
     unsafe fn recycle(block: *mut Self, spares: &Spares<Self>) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            Self::reset(block);
+            spares.put(block);
+        }
+    }
+
+    /// Makes a block fresh: no cell handed out, none dead.
+    ///
+    /// # Safety
+    ///
+    /// As [`recycle`](Self::recycle), or the block was never installed.
+    unsafe fn reset(block: *mut Self) {
         // Relaxed: ours alone; `Spares::put` publishes the reset (Release).
         // SAFETY: ours alone (the contract); through the raw pointer, as the
         // cells' back-pointers are (see `with_first_claimed`).
@@ -339,7 +355,6 @@ impl<N, T> Block<N, T> {
             (*block)
                 .retired
                 .store(false, std::sync::atomic::Ordering::Relaxed);
-            spares.put(block);
         }
     }
 
@@ -396,6 +411,17 @@ impl<N, T> Block<N, T> {
     }
 }
 
+// SAFETY: `next_spare` is the pool's alone.
+unsafe impl<N, T> Spare for Block<N, T> {
+    fn next_spare(&self) -> *mut Self {
+        self.next_spare.load(Ordering::Relaxed)
+    }
+
+    fn set_next_spare(&self, next: *mut Self) {
+        self.next_spare.store(next, Ordering::Relaxed)
+    }
+}
+
 impl<N, T> Drop for Block<N, T> {
     fn drop(&mut self) {
         let block: *const Self = self;
@@ -445,8 +471,8 @@ impl<N, T> Cells<N, T> {
         }
     }
 
-    /// Cells per block (for tests).
-    #[cfg(test)]
+    /// Cells per block (for the native tests).
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn block_capacity() -> usize {
         Block::<N, T>::capacity()
     }
@@ -457,8 +483,8 @@ impl<N, T> Cells<N, T> {
         self.spares.held()
     }
 
-    /// How many recycled blocks were reused (for tests).
-    #[cfg(test)]
+    /// How many recycled blocks were reused (for the native tests).
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn spares_reused(&self) -> usize {
         self.spares
             .reused
@@ -467,8 +493,8 @@ impl<N, T> Cells<N, T> {
 
     /// A block whose cell 0 is already claimed: a recycled one if the pool
     /// has one, else a new one.
-    fn fresh_block(&self) -> Owned<Block<N, T>> {
-        match self.spares.take() {
+    fn fresh_block(&self, guard: &Guard) -> Owned<Block<N, T>> {
+        match self.spares.take(guard) {
             // SAFETY: a spare is ours alone, reset by `Block::recycle`, from
             // `with_first_claimed` (`Box::into_raw`). Relaxed: published
             // with the block (the Release CAS on `current`).
@@ -518,7 +544,7 @@ impl<N, T> Cells<N, T> {
             if spare.is_none() && self.current.load(Ordering::Relaxed, guard) != current {
                 continue;
             }
-            let fresh = spare.take().unwrap_or_else(|| self.fresh_block());
+            let fresh = spare.take().unwrap_or_else(|| self.fresh_block(guard));
             // Release: publishes the fresh block's initialised cells; pairs
             // with the Acquire load above. Acquire on failure: we then use
             // the winner's block.
@@ -544,8 +570,14 @@ impl<N, T> Cells<N, T> {
         };
         if let Some(unused) = spare {
             // A block made for an install we lost, never shared: reset it.
+            // It may have come from the pool, so it goes back after a grace
+            // period (`defer_put`, see `crate::spares`).
+            let unused = unused.into_shared(guard).as_raw() as *mut Block<N, T>;
             // SAFETY: ours alone, from `fresh_block`; its cells never lived.
-            unsafe { Block::recycle(unused.into_shared(guard).as_raw() as *mut _, &self.spares) };
+            unsafe {
+                Block::reset(unused);
+                Spares::defer_put(&self.spares, unused, guard);
+            }
         }
         // SAFETY: we claimed the cell (its index, or cell 0 of our block):
         // no one else touches its value.

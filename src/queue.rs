@@ -142,7 +142,7 @@ use crate::error::{
 use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
-use crate::spares::Spares;
+use crate::spares::{Spare, Spares};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
 use crate::transfer::{self, Offered, TransferFuture};
@@ -190,8 +190,8 @@ impl<T> Node<T> {
 
     /// A data node: a segment whose first cell holds `value`; a recycled
     /// one if `spares` has one.
-    fn segment(value: T, spares: &Spares<Node<T>>) -> Owned<Self> {
-        if let Some(node) = spares.take() {
+    fn segment(value: T, spares: &Spares<Node<T>>, guard: &Guard) -> Owned<Self> {
+        if let Some(node) = spares.take(guard) {
             // SAFETY: a spare is ours alone, from `Owned::new` (a `Box`),
             // and was reset by `recycle`.
             unsafe {
@@ -223,12 +223,26 @@ impl<T> Node<T> {
     /// # Safety
     ///
     /// `node` is a segment node from `Owned::new` (or a spare) that no
-    /// thread can reach: it left the list and its grace period is over, or
-    /// it was never published. It has one reference.
+    /// thread can reach: it left the list and its grace period is over. It
+    /// has one reference.
     unsafe fn recycle(node: *const Node<T>, spares: &Spares<Node<T>>) {
         let node = node as *mut Node<T>;
+        // SAFETY: the caller's contract.
+        unsafe {
+            Node::reset_segment(node);
+            spares.put(node);
+        }
+    }
+
+    /// Makes a segment node that no thread can reach fresh again: unlinked,
+    /// every cell `EMPTY`.
+    ///
+    /// # Safety
+    ///
+    /// As [`recycle`](Self::recycle), or the node was never published.
+    unsafe fn reset_segment(node: *mut Node<T>) {
         // SAFETY: the caller's contract: ours alone (nothing points into a
-        // segment node but the list, which it left).
+        // segment node but the list, which it left or never joined).
         let node_ref = unsafe { &mut *node };
         debug_assert_eq!(
             node_ref.refs.load(Ordering::Relaxed),
@@ -242,8 +256,6 @@ impl<T> Node<T> {
             Some(cells) => cells.reset(),
             None => unreachable!("only segments are recycled"),
         }
-        // SAFETY: from `Owned::new` (a `Box`), ours, and reset.
-        unsafe { spares.put(node) };
     }
 
     /// Drops one reference; the last one frees the node. Never drops a value:
@@ -277,6 +289,22 @@ impl<T> Node<T> {
             Some(cells) => cells.ready_values(),
             None => usize::from(self.slot.is_offer() && self.slot.is_offered()),
         }
+    }
+}
+
+// SAFETY: a spare segment node is in no list, so nothing but the pool
+// writes its `next` while it waits there; `Node::segment` and
+// `reset_segment` leave it null again before the node is published.
+unsafe impl<T> Spare for Node<T> {
+    fn next_spare(&self) -> *mut Self {
+        // SAFETY: the word is only read, never dereferenced, here.
+        let guard = unsafe { epoch::unprotected() };
+        self.next.load(Ordering::Relaxed, guard).as_raw() as *mut Self
+    }
+
+    fn set_next_spare(&self, next: *mut Self) {
+        self.next
+            .store(Shared::from(next as *const Self), Ordering::Relaxed);
     }
 }
 
@@ -327,7 +355,7 @@ enum Pending<T> {
 impl<T> Pending<T> {
     /// The value back in hand; a segment allocated for a lost append goes
     /// to `spares`.
-    fn into_value(self, spares: &Spares<Node<T>>) -> T {
+    fn into_value(self, spares: &Arc<Spares<Node<T>>>, guard: &Guard) -> T {
         match self {
             Pending::Value(value) => value,
             Pending::Node(mut node) => match node.cells.as_mut() {
@@ -335,8 +363,12 @@ impl<T> Pending<T> {
                     let value = cells.take_unpublished();
                     let node = Box::into_raw(node.into_box());
                     // SAFETY: never published (its append lost), so ours
-                    // alone without a grace period; a segment node.
-                    unsafe { Node::recycle(node, spares) };
+                    // alone; a segment node. It may have come from the pool,
+                    // so it goes back after a grace period (`defer_put`).
+                    unsafe {
+                        Node::reset_segment(node);
+                        Spares::defer_put(spares, node, guard);
+                    }
                     value
                 }
                 // SAFETY: an offer never linked: its value is still there
@@ -348,10 +380,10 @@ impl<T> Pending<T> {
 
     /// The node to append: a new segment, or (`offer`) an offer whose producer
     /// will wait for a consumer.
-    fn into_node(self, offer: bool, spares: &Spares<Node<T>>) -> Owned<Node<T>> {
+    fn into_node(self, offer: bool, spares: &Spares<Node<T>>, guard: &Guard) -> Owned<Node<T>> {
         match self {
             Pending::Value(value) if offer => Node::new(Slot::offer(value)),
-            Pending::Value(value) => Node::segment(value, spares),
+            Pending::Value(value) => Node::segment(value, spares, guard),
             Pending::Node(node) => node,
         }
     }
@@ -509,7 +541,7 @@ impl<T> DualQueue<T> {
                 // No reservations: store the value in the last segment, or
                 // append a new segment (or an offer) after `tail`.
                 if put == Put::OnlyToWaiter {
-                    return Placed::NoConsumer(pending.into_value(&self.spares));
+                    return Placed::NoConsumer(pending.into_value(&self.spares, guard));
                 }
                 let next = tail_ref.next.load(Ordering::Acquire, guard);
                 if tail != self.tail.load(Ordering::Acquire, guard) {
@@ -521,13 +553,13 @@ impl<T> DualQueue<T> {
                 }
                 if next.tag() & SEAL != 0 {
                     self.closed_at(tail_ref);
-                    return Placed::Closed(pending.into_value(&self.spares));
+                    return Placed::Closed(pending.into_value(&self.spares, guard));
                 }
                 if let Some(cells) = &tail_ref.cells {
                     if put == Put::Store && !was_broken && !cells.refuses_writers() {
                         // A free cell in the last segment, after all. (A
                         // node allocated by a lost append is given up.)
-                        match cells.try_push(pending.into_value(&self.spares)) {
+                        match cells.try_push(pending.into_value(&self.spares, guard)) {
                             Ok(()) => return Placed::Done,
                             Err(refused) => {
                                 was_broken = matches!(refused, Refused::Broken(_));
@@ -545,7 +577,7 @@ impl<T> DualQueue<T> {
                 // Acquire loads of `next`.
                 match tail_ref.next.compare_exchange(
                     Shared::null(),
-                    pending.into_node(put == Put::Offer, &self.spares),
+                    pending.into_node(put == Put::Offer, &self.spares, guard),
                     Ordering::Release,
                     Ordering::Relaxed,
                     guard,
@@ -581,7 +613,7 @@ impl<T> DualQueue<T> {
                 }
                 match first_ref
                     .slot
-                    .fulfil(pending.into_value(&self.spares), &self.closed)
+                    .fulfil(pending.into_value(&self.spares, guard), &self.closed)
                 {
                     Fulfil::Delivered => {
                         self.advance_head(head, first, guard);

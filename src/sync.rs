@@ -125,11 +125,24 @@ pub(crate) fn loom_model_long(
     max_branches: usize,
     f: impl Fn() + Sync + Send + 'static,
 ) {
+    loom_model_with(name, 3, max_branches, f);
+}
+
+/// `loom_model_long` with another default preemption bound: for models
+/// whose every execution runs many epoch operations (pins, flushes), where
+/// a bound of 3 costs minutes.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model_with(
+    name: &str,
+    preemptions: usize,
+    max_branches: usize,
+    f: impl Fn() + Sync + Send + 'static,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     let runs = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = std::sync::Arc::clone(&runs);
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(3);
+    builder.preemption_bound.get_or_insert(preemptions);
     builder.max_branches = builder.max_branches.max(max_branches);
     builder.check(move || {
         counter.fetch_add(1, Relaxed);
