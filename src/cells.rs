@@ -413,8 +413,9 @@ impl<N, T> Block<N, T> {
 
 // SAFETY: `next_spare` is the pool's alone.
 unsafe impl<N, T> Spare for Block<N, T> {
-    fn next_spare(&self) -> *mut Self {
-        self.next_spare.load(Ordering::Relaxed)
+    unsafe fn next_spare(this: *const Self) -> *mut Self {
+        // SAFETY: alive (the caller's contract); only the link is read.
+        unsafe { (*this).next_spare.load(Ordering::Relaxed) }
     }
 
     fn set_next_spare(&self, next: *mut Self) {
@@ -495,9 +496,10 @@ impl<N, T> Cells<N, T> {
     /// has one, else a new one.
     fn fresh_block(&self, guard: &Guard) -> Owned<Block<N, T>> {
         match self.spares.take(guard) {
-            // SAFETY: a spare is ours alone, reset by `Block::recycle`, from
-            // `with_first_claimed` (`Box::into_raw`). Relaxed: published
-            // with the block (the Release CAS on `current`).
+            // SAFETY: a spare is ours alone, reset (`Block::reset`) before
+            // it went to the pool, from `with_first_claimed`
+            // (`Box::into_raw`). Relaxed: published with the block (the
+            // Release CAS on `current`).
             Some(block) => unsafe {
                 (*block).allocated.store(1, Ordering::Relaxed);
                 Owned::from_raw(block)

@@ -193,7 +193,9 @@ impl<T> Node<T> {
     fn segment(value: T, spares: &Spares<Node<T>>, guard: &Guard) -> Owned<Self> {
         if let Some(node) = spares.take(guard) {
             // SAFETY: a spare is ours alone, from `Owned::new` (a `Box`),
-            // and was reset by `recycle`.
+            // and was reset (`reset_segment`) before it went to the pool.
+            // Its fields are reached through the raw pointer (a stale
+            // `Spares::take` may read `next`; see `crate::spares`).
             unsafe {
                 match (*node).cells.as_mut() {
                     Some(cells) => cells.store_first(value),
@@ -242,19 +244,22 @@ impl<T> Node<T> {
     /// As [`recycle`](Self::recycle), or the node was never published.
     unsafe fn reset_segment(node: *mut Node<T>) {
         // SAFETY: the caller's contract: ours alone (nothing points into a
-        // segment node but the list, which it left or never joined).
-        let node_ref = unsafe { &mut *node };
-        debug_assert_eq!(
-            node_ref.refs.load(Ordering::Relaxed),
-            1,
-            "a data node has one reference"
-        );
-        // Relaxed: ours alone; published again by `Spares::put`'s Release.
-        node_ref.next.store(Shared::null(), Ordering::Relaxed);
-        debug_assert!(node_ref.slot.is_datum(), "a data node's slot never changes");
-        match node_ref.cells.as_mut() {
-            Some(cells) => cells.reset(),
-            None => unreachable!("only segments are recycled"),
+        // segment node but the list, which it left or never joined). Field
+        // by field through the raw pointer: a stale `Spares::take` may read
+        // `next` (see `crate::spares`).
+        unsafe {
+            debug_assert_eq!(
+                (*node).refs.load(Ordering::Relaxed),
+                1,
+                "a data node has one reference"
+            );
+            // Relaxed: ours alone; published again by `Spares::put`'s Release.
+            (*node).next.store(Shared::null(), Ordering::Relaxed);
+            debug_assert!((*node).slot.is_datum(), "a data node's slot never changes");
+            match (*node).cells.as_mut() {
+                Some(cells) => cells.reset(),
+                None => unreachable!("only segments are recycled"),
+            }
         }
     }
 
@@ -293,13 +298,15 @@ impl<T> Node<T> {
 }
 
 // SAFETY: a spare segment node is in no list, so nothing but the pool
-// writes its `next` while it waits there; `Node::segment` and
-// `reset_segment` leave it null again before the node is published.
+// writes its `next` while it waits there, and `Spares::take` clears it before
+// the node is published again. Owners of a spare reach its fields through the
+// raw pointer (`Node::segment`, `reset_segment`, `Pending::into_value`).
 unsafe impl<T> Spare for Node<T> {
-    fn next_spare(&self) -> *mut Self {
+    unsafe fn next_spare(this: *const Self) -> *mut Self {
         // SAFETY: the word is only read, never dereferenced, here.
         let guard = unsafe { epoch::unprotected() };
-        self.next.load(Ordering::Relaxed, guard).as_raw() as *mut Self
+        // SAFETY: alive (the caller's contract); only `next` is read.
+        unsafe { (*this).next.load(Ordering::Relaxed, guard) }.as_raw() as *mut Self
     }
 
     fn set_next_spare(&self, next: *mut Self) {
@@ -358,23 +365,32 @@ impl<T> Pending<T> {
     fn into_value(self, spares: &Arc<Spares<Node<T>>>, guard: &Guard) -> T {
         match self {
             Pending::Value(value) => value,
-            Pending::Node(mut node) => match node.cells.as_mut() {
-                Some(cells) => {
-                    let value = cells.take_unpublished();
-                    let node = Box::into_raw(node.into_box());
-                    // SAFETY: never published (its append lost), so ours
-                    // alone; a segment node. It may have come from the pool,
-                    // so it goes back after a grace period (`defer_put`).
-                    unsafe {
-                        Node::reset_segment(node);
-                        Spares::defer_put(spares, node, guard);
+            Pending::Node(node) => {
+                // Raw from here: the node may be a spare, whose `next` a stale
+                // `Spares::take` may read, so no `&mut` to the whole node.
+                let node = node.into_shared(guard).as_raw() as *mut Node<T>;
+                // SAFETY: never published (its append lost), so ours alone.
+                match unsafe { (*node).cells.as_mut() } {
+                    Some(cells) => {
+                        let value = cells.take_unpublished();
+                        // SAFETY: as above; a segment node. It may have come
+                        // from the pool, so it goes back after a grace period
+                        // (`defer_put`).
+                        unsafe {
+                            Node::reset_segment(node);
+                            Spares::defer_put(spares, node, guard);
+                        }
+                        value
                     }
-                    value
+                    None => {
+                        // SAFETY: an offer never linked (never a spare): its
+                        // value is still there and we own it alone; the node
+                        // (from `Owned::new`) is then freed without it.
+                        let node = unsafe { Owned::from_raw(node) };
+                        unsafe { node.slot.take_data() }
+                    }
                 }
-                // SAFETY: an offer never linked: its value is still there
-                // and we own it alone; the node is then freed without it.
-                None => unsafe { node.slot.take_data() },
-            },
+            }
         }
     }
 

@@ -12,16 +12,18 @@
 //!
 //! # Why a linked stack, and not a few slots
 //!
-//! Retired allocations come back in bursts: crossbeam-epoch runs deferred
-//! functions a bag (64) at a time, up to eight bags per collection, and a
-//! thread that is preempted while pinned holds every bag back until it
-//! runs again. With four threads on two cores, a pool of 64 (and even of
-//! 2048) slots overflowed on every burst (measured: 56,000 of 68,000
-//! retired segments freed per 4 M values of queue mpmc-2x2), and each
-//! overflow free took the producer's arena lock from the collecting thread:
-//! ~40,000 `futex` calls per 4 M values. So the pool is an intrusive
-//! Treiber stack of any length up to its budget, linked through a word of
-//! the spare itself ([`Spare`]), and a burst is kept whole.
+//! The first pool was an array of 64 slots, scanned on every put and take,
+//! and ~512 B inside every structure. Retired allocations come back in
+//! bursts larger than that: crossbeam-epoch runs deferred functions a bag
+//! (64) at a time, up to eight bags per collection, and a thread preempted
+//! while pinned holds every bag back until it runs again (queue mpmc-2x2,
+//! four threads on two cores: 56,000 of 68,000 retired segments per 4 M
+//! values overflowed 64 slots, and even 4 MiB of pool overflowed now and
+//! then). So the pool is an intrusive Treiber stack, linked through a word
+//! of the spare itself ([`Spare`]): O(1) put and take, three words (in an
+//! `Arc`) per structure, and as many spares as its byte budget allows. What
+//! overflows the budget is freed; the `futex` calls those frees cause on
+//! glibc's arena lock did not cost measurable time (`docs/scaling.md`).
 //!
 //! # Who touches a spare
 //!
@@ -29,11 +31,15 @@
 //! |-------------|-------------|-----------------|
 //! | in use (linked in the structure) | the structure | it is retired through the epoch when its last value leaves |
 //! | retired | the epoch collector | after the grace period (no pinned thread can still reach it) the deferred function resets it and [`put`](Spares::put)s it here, or frees it if the pool is at its budget |
+//! | taken, but lost the race to be installed | the taker | it resets the spare and hands it to the epoch ([`defer_put`](Spares::defer_put)): back in the pool after a grace period |
 //! | in the pool | the pool | a [`take`](Spares::take) pops it (CAS on `top`): the taker owns it alone |
 //!
 //! Each move is one CAS on `top`, so a spare has exactly one owner; a spare
 //! enters the pool only after a grace period, so no thread still reads it
-//! as a segment or block: reuse is as safe as a free.
+//! as a segment or block: reuse is as safe as a free. (One exception, the
+//! structure's `Drop`: with `&mut` to the structure no `take` can run on
+//! its pool any more, so its dead blocks go to the pool at once; only
+//! deferred functions, which only put, still share the pool then.)
 //!
 //! # Why `take` is safe from ABA (the pin)
 //!
@@ -47,10 +53,17 @@
 //! while a `take` is pinned, X, once gone, does not come back, and `top`
 //! still being X means X's link is still Y. For the same reason a spare
 //! that left the pool is never freed while a `take` may still read its
-//! link: frees of spares happen only in deferred functions (a `put` over
-//! budget) or when the pool is dropped. Every path that gives a spare back
-//! therefore goes through the epoch, even for a spare that was never
-//! published (`defer_put`).
+//! link: a spare is freed only by a `put` over budget (after a grace
+//! period), by the pool's own drop, or by the structure's `Drop`, and in
+//! the last two no `take` can run any more. Every path that gives a spare
+//! back while the structure is in use therefore goes through the epoch,
+//! even for a spare that was never published (`defer_put`).
+//!
+//! A stale `take` may read the link of a spare that another thread has
+//! taken and is using, so the link is an atomic word, and whoever owns a
+//! spare reaches its other fields through raw pointers or references to
+//! those fields, never through a `&mut` to the whole spare (which would
+//! claim the link word too).
 //!
 //! # Memory
 //!
@@ -60,7 +73,8 @@
 //! pending deferred functions has run (they run when some thread's pins
 //! collect them, as any deferred free does).
 //!
-//! A pool holds at most [`Spares::with_budget`]'s bytes: that much stays
+//! A pool holds about [`Spares::with_budget`]'s bytes at most (concurrent
+//! puts may overshoot by one spare each): that much stays
 //! allocated for as long as the structure lives, even when it is empty (as
 //! a `VecDeque` keeps its capacity). A structure whose one segment or block
 //! is bigger than the budget keeps none.
@@ -79,10 +93,17 @@ use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 /// `next_spare` and `set_next_spare` read and write one atomic word of the
 /// spare (`Relaxed`) that nothing else writes while the spare is in a pool,
 /// and that may be read at any time while the spare is alive (a `take` that
-/// lost its race reads it after the spare left the pool).
+/// lost its race reads it after the spare left the pool): owners must not
+/// hold a `&mut` to the whole spare (module docs).
 pub(crate) unsafe trait Spare: Sized {
-    /// The link to the next spare (`Relaxed`).
-    fn next_spare(&self) -> *mut Self;
+    /// The link to the next spare (`Relaxed`). A raw pointer, not `&self`:
+    /// a stale `take` reads the link of a spare that another thread owns
+    /// and uses, so it must not claim the whole spare.
+    ///
+    /// # Safety
+    ///
+    /// `this` is alive.
+    unsafe fn next_spare(this: *const Self) -> *mut Self;
     /// Sets the link to the next spare (`Relaxed`).
     fn set_next_spare(&self, next: *mut Self);
 }
@@ -127,7 +148,10 @@ impl<S: Spare> Spares<S> {
     /// inside a block, to the block itself, contradict; see `crate::cells`.)
     ///
     /// The guard is the pin that makes the pop safe from ABA (module docs).
-    pub(crate) fn take(&self, _pinned: &Guard) -> Option<*mut S> {
+    pub(crate) fn take(&self, pinned: &Guard) -> Option<*mut S> {
+        // Checked under loom too (its models run in release builds).
+        #[cfg(any(debug_assertions, loom))]
+        assert!(pinned.collector().is_some(), "take needs a pinned guard");
         // Acquire: pairs with the Release CAS in `put`, so the reset the
         // putter made (and its link) happens-before our use.
         let mut top = self.top.load(Ordering::Acquire);
@@ -136,7 +160,7 @@ impl<S: Spare> Spares<S> {
             // left it is freed or comes back only after our pin ends
             // (module docs), so it is alive, and its link is stable while
             // `top` still points at it.
-            let next = unsafe { (*top).next_spare() };
+            let next = unsafe { S::next_spare(top) };
             // Acquire on success: we own the spare (as above); on failure we
             // use the new top's link in turn.
             match self
@@ -168,7 +192,8 @@ impl<S: Spare> Spares<S> {
     /// caller owns it alone and hands it over, has reset it (a `take`r uses
     /// it as it finds it), and no `take` that was pinned when the spare last
     /// left a pool is still pinned: this runs in a deferred function, or
-    /// the spare never was in a pool (module docs, ABA).
+    /// the spare never was in a pool, or no `take` can run on this pool any
+    /// more (the structure is being dropped) (module docs, ABA).
     pub(crate) unsafe fn put(&self, spare: *mut S) {
         // Relaxed: a count; concurrent puts may overshoot the budget by
         // their number, no more.
@@ -204,6 +229,12 @@ impl<S: Spare> Spares<S> {
     ///
     /// As [`put`](Self::put), except the grace period, which this adds.
     pub(crate) unsafe fn defer_put(this: &Arc<Self>, spare: *mut S, guard: &Guard) {
+        // An unprotected guard would run the put at once: the ABA again.
+        #[cfg(any(debug_assertions, loom))]
+        assert!(
+            guard.collector().is_some(),
+            "defer_put needs a pinned guard"
+        );
         let pool = Arc::clone(this);
         // SAFETY: the spare is ours and reset (the contract); the closure
         // runs after every thread pinned now has unpinned, which is what
@@ -221,7 +252,7 @@ impl<S: Spare> Drop for Spares<S> {
             // SAFETY: in the pool, so from `Box::into_raw` and owned by it;
             // the pool is going, so its ownership ends here. The link is read
             // before the free.
-            let next = unsafe { (*spare).next_spare() };
+            let next = unsafe { S::next_spare(spare) };
             drop(unsafe { Box::from_raw(spare) });
             spare = next;
         }
@@ -260,8 +291,9 @@ static DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 // SAFETY: `link` is used by the pool only.
 #[cfg(test)]
 unsafe impl Spare for Thing {
-    fn next_spare(&self) -> *mut Self {
-        self.link.load(Ordering::Relaxed)
+    unsafe fn next_spare(this: *const Self) -> *mut Self {
+        // SAFETY: alive (the caller's contract); only the link is read.
+        unsafe { (*this).link.load(Ordering::Relaxed) }
     }
     fn set_next_spare(&self, next: *mut Self) {
         self.link.store(next, Ordering::Relaxed)
@@ -345,13 +377,17 @@ mod loom_models {
     // The ABA of a Treiber pop (module docs): while one thread takes, the
     // other takes both spares and gives the first back. Given back through
     // the epoch (`defer_put`), it cannot return while the first thread is
-    // pinned, so no spare is ever owned twice. (Given back by a plain `put`,
-    // this model fails: the first thread's CAS installs the spare the other
-    // thread still holds.)
+    // pinned, so in the end each spare has exactly one owner: a thread, the
+    // pool, or (the one given back, while its grace period lasts) the epoch.
+    // Given back by a plain `put`, this model fails (a spare owned twice:
+    // the first thread's CAS installs the spare the other still holds).
+    // What it cannot tell apart: a deferred `put` that never happens, and
+    // one still pending (here loom's epoch did not advance again after the
+    // taker thread ended, so the model cannot wait for it).
     #[test]
     fn a_spare_given_back_while_another_thread_takes_is_owned_once() {
-        // Preemption bound 2: 212,000 interleavings (in most of them the
-        // spare is back before the taker is joined); 3 took 4.6 million.
+        // Preemption bound 2: about 200,000 interleavings (in most of them
+        // the spare is back before the taker is joined); 3 took 4.6 million.
         crate::sync::loom_model_with("spares::given_back_while_another_takes", 2, 1_000, || {
             let pool = Arc::new(Spares::with_budget(4, 1));
             let (x, y) = (thing(1), thing(2));
@@ -374,7 +410,12 @@ mod loom_models {
                     mine.push(p);
                 }
             }
+            // SAFETY (of the reads of `id` below): alive; every spare is
+            // owned by this model or waits in the pool or the epoch.
+            let id = |p: *mut Thing| unsafe { (*p).id };
+            let mut given_back = None;
             if let Some(&first) = mine.first() {
+                given_back = Some(id(first));
                 let guard = &epoch::pin();
                 // SAFETY: ours, taken from the pool; given back after a
                 // grace period.
@@ -385,27 +426,30 @@ mod loom_models {
                 epoch::pin().flush();
             }
             let theirs = taker.join().unwrap();
-            let mut owned: Vec<usize> = mine.iter().map(|&p| p as usize).collect();
-            owned.extend(theirs);
+            let mut owned: Vec<*mut Thing> = mine;
+            owned.extend(theirs.map(|p| p as *mut Thing));
             {
                 let guard = &epoch::pin();
                 while let Some(p) = pool.take(guard) {
-                    owned.push(p as usize);
+                    owned.push(p);
                 }
             }
-            // SAFETY: alive: owned by this model, not freed yet.
-            let mut ids: Vec<u64> = owned
-                .iter()
-                .map(|&p| unsafe { (*(p as *const Thing)).id })
-                .collect();
+            let mut ids: Vec<u64> = owned.iter().map(|&p| id(p)).collect();
             ids.sort_unstable();
-            assert!(
-                ids.windows(2).all(|w| w[0] != w[1]),
-                "a spare owned twice: {ids:?}"
-            );
+            // Each spare has exactly one owner: a thread, the pool, or (the
+            // one given back, if its grace period has not ended) the epoch.
+            match ids.as_slice() {
+                [1, 2] => {}
+                [one] => assert_eq!(
+                    Some(3 - one),
+                    given_back,
+                    "a spare lost: only {one} is owned"
+                ),
+                _ => panic!("a spare owned twice, or lost: {ids:?}"),
+            }
             for p in owned {
                 // SAFETY: each is owned once (just checked), from `thing`.
-                drop(unsafe { Box::from_raw(p as *mut Thing) });
+                drop(unsafe { Box::from_raw(p) });
             }
         });
     }
