@@ -1716,19 +1716,55 @@ mod loom_models {
     // once and in order, so the reuse's reset and first value reach the
     // consumer (through the pool's Release/Acquire and the append's CAS),
     // and nothing of the segment's first life shows through.
+    /// An empty queue whose pool holds one segment, and whose last segment
+    /// has one free cell. 2-cell segments under loom: [1 2] [3 4] [5 _];
+    /// draining them moves `head` onto [3 4], which retires [1 2].
+    fn with_one_spare_segment() -> Arc<DualQueue<u32>> {
+        let q = Arc::new(DualQueue::new());
+        for v in 1..=5 {
+            q.push(v).unwrap();
+        }
+        for v in 1..=5 {
+            assert_eq!(q.try_pop(), Ok(v));
+        }
+        crate::spares::until_recycled(|| q.spares.held(), 1);
+        q
+    }
+
+    // Two pushes meet a full last segment and race to append one; one of
+    // them took the pool's spare. The loser stores its value in the
+    // winner's segment and hands its own (perhaps the spare) back through
+    // the epoch (`Spares::defer_put`): every value arrives once, after the
+    // older ones.
+    #[test]
+    fn appends_race_and_the_loser_hands_its_segment_back() {
+        crate::sync::loom_model_long(
+            "queue::appends_race_and_the_loser_hands_its_segment_back",
+            20_000,
+            || {
+                let q = with_one_spare_segment();
+                q.push(6).unwrap(); // [5 6] is full
+                let pusher = {
+                    let q = Arc::clone(&q);
+                    thread::spawn(move || q.push(7).unwrap())
+                };
+                q.push(8).unwrap();
+                pusher.join().unwrap();
+                let mut got = Vec::new();
+                while let Ok(v) = q.try_pop() {
+                    got.push(v);
+                }
+                assert_eq!(got[0], 6, "the older value first");
+                got.sort_unstable();
+                assert_eq!(got, [6, 7, 8], "each value once");
+            },
+        );
+    }
+
     #[test]
     fn recycled_segment_races_a_pop() {
         crate::sync::loom_model_long("queue::recycled_segment_races_a_pop", 20_000, || {
-            let q = Arc::new(DualQueue::new());
-            // 2-cell segments under loom: [1 2] [3 4] [5 _]; draining them
-            // moves `head` onto [3 4], which retires [1 2].
-            for v in 1..=5 {
-                q.push(v).unwrap();
-            }
-            for v in 1..=5 {
-                assert_eq!(q.try_pop(), Ok(v));
-            }
-            crate::spares::until_recycled(|| q.spares.held(), 1);
+            let q = with_one_spare_segment();
             let popper = {
                 let q = Arc::clone(&q);
                 thread::spawn(move || q.try_pop().ok())

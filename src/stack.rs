@@ -1747,6 +1747,51 @@ mod loom_models {
         );
     }
 
+    /// An empty stack whose pool holds one block, and whose current block
+    /// has one free cell. 2-cell blocks under loom: 1 and 2 fill the first
+    /// block, 3 installs the second; popping all three kills the first,
+    /// which is recycled.
+    fn with_one_spare_block() -> Arc<DualStack<u32>> {
+        let s = Arc::new(DualStack::new());
+        for v in 1..=3 {
+            s.push(v).unwrap();
+        }
+        for v in (1..=3).rev() {
+            assert_eq!(s.try_pop(), Ok(v));
+        }
+        crate::spares::until_recycled(|| s.cells.spares_held(), 1);
+        s
+    }
+
+    // Two pushes find the current block exhausted and race to install a
+    // new one; one of them took the pool's spare. The loser claims a cell
+    // in the winner's block and hands its own (perhaps the spare) back
+    // through the epoch (`Spares::defer_put`): every value once.
+    #[test]
+    fn installs_race_and_the_loser_hands_its_block_back() {
+        crate::sync::loom_model_long(
+            "stack::installs_race_and_the_loser_hands_its_block_back",
+            20_000,
+            || {
+                let s = with_one_spare_block();
+                s.push(4).unwrap(); // the second block's last cell
+                let pusher = {
+                    let s = Arc::clone(&s);
+                    thread::spawn(move || s.push(5).unwrap())
+                };
+                s.push(6).unwrap();
+                pusher.join().unwrap();
+                let mut got = Vec::new();
+                while let Ok(v) = s.try_pop() {
+                    got.push(v);
+                }
+                assert_eq!(got[2], 4, "the older value last");
+                got.sort_unstable();
+                assert_eq!(got, [4, 5, 6], "each value once");
+            },
+        );
+    }
+
     // A block dies (every cell popped, replaced in `current`), is recycled
     // after its grace period, then reused by a push that races a pop:
     // every value comes out once and newest first, so the reset block's
@@ -1754,16 +1799,7 @@ mod loom_models {
     #[test]
     fn recycled_block_races_a_pop() {
         crate::sync::loom_model_long("stack::recycled_block_races_a_pop", 20_000, || {
-            let s = Arc::new(DualStack::new());
-            // 2-cell blocks under loom: 1 and 2 fill the first block, 3
-            // installs the second; popping all three kills the first.
-            for v in 1..=3 {
-                s.push(v).unwrap();
-            }
-            for v in (1..=3).rev() {
-                assert_eq!(s.try_pop(), Ok(v));
-            }
-            crate::spares::until_recycled(|| s.cells.spares_held(), 1);
+            let s = with_one_spare_block();
             let popper = {
                 let s = Arc::clone(&s);
                 thread::spawn(move || s.try_pop().ok())
