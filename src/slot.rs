@@ -640,7 +640,8 @@ impl<T> Slot<T> {
         mut look: impl FnMut() -> Option<R>,
         expire: impl FnOnce() -> R,
     ) -> R {
-        let spinner = Spin::new();
+        // The waiter served next spins long: see `Spin::long`.
+        let spinner = Spin::long();
         loop {
             if let Some(outcome) = look() {
                 return outcome;

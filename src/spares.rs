@@ -150,8 +150,9 @@ impl<S: Spare> Spares<S> {
     /// The guard is the pin that makes the pop safe from ABA (module docs).
     pub(crate) fn take(&self, pinned: &Guard) -> Option<*mut S> {
         // Checked under loom too (its models run in release builds).
-        #[cfg(any(debug_assertions, loom))]
-        assert!(pinned.collector().is_some(), "take needs a pinned guard");
+        if cfg!(any(debug_assertions, loom)) {
+            assert!(pinned.collector().is_some(), "take needs a pinned guard");
+        }
         // Acquire: pairs with the Release CAS in `put`, so the reset the
         // putter made (and its link) happens-before our use.
         let mut top = self.top.load(Ordering::Acquire);

@@ -45,6 +45,10 @@ mod imp {
         pub(crate) fn new() -> Self {
             Self::default()
         }
+        /// The same one step under loom.
+        pub(crate) fn long() -> Self {
+            Self::default()
+        }
         pub(crate) fn snooze(&self) {
             self.done.set(true);
             yield_now();
@@ -102,9 +106,69 @@ mod imp {
         }
     }
 
-    /// The spin phase before parking: crossbeam's `Backoff` (exponential
-    /// `PAUSE`s, then `yield_now`s).
-    pub(crate) type Spin = crossbeam_utils::Backoff;
+    /// A spin phase before parking: exponential `PAUSE`s (1, 2, ..., 64,
+    /// as crossbeam's `Backoff`), then `yield_now`s: 4 for a [`Spin::new`]
+    /// (a consumer polling before it joins the line, a consumer waiting for
+    /// a producer's write), 64 for a [`Spin::long`] (the waiter served
+    /// next: first in line, or an offer on top).
+    ///
+    /// Why two lengths (measured in `race`, session 9): with 4 yields the
+    /// rendezvous pingpong fell, in 2 runs of 6, into a mode where every
+    /// round trip parks (~21 µs instead of ~0.4 µs): one late answer parks
+    /// one side, its partner then waits a whole wake-up (~20 µs on this VM),
+    /// longer than its own spin, and parks too, and so on. With 64 yields
+    /// for the waiter served next, 6 runs of 6 stayed at ~0.4 µs. Giving
+    /// every waiter 64 yields made fanout-1x8 ~3x slower in 2 runs of 3
+    /// (eight polling consumers take the producer's core), so the pollers
+    /// keep 4; with 64 for the waiter served next only, the queue's
+    /// fanout-1x8 was 0-20 % slower than before in 4 alternating runs (a
+    /// noisy phase; the stack's was not slower). kanal, for comparison,
+    /// yields up to 256 times.
+    #[derive(Debug)]
+    pub(crate) struct Spin {
+        step: std::cell::Cell<u32>,
+        yields: u32,
+    }
+
+    impl Spin {
+        /// Steps of `PAUSE`s, doubling each time.
+        const PAUSE_STEPS: u32 = 7;
+
+        /// A short spin phase: 4 yields.
+        pub(crate) fn new() -> Self {
+            Self::with_yields(4)
+        }
+
+        /// A long spin phase, for the waiter served next: 64 yields.
+        pub(crate) fn long() -> Self {
+            Self::with_yields(64)
+        }
+
+        fn with_yields(yields: u32) -> Self {
+            Spin {
+                step: std::cell::Cell::new(0),
+                yields,
+            }
+        }
+
+        pub(crate) fn snooze(&self) {
+            let step = self.step.get();
+            if step < Self::PAUSE_STEPS {
+                for _ in 0..1u32 << step {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if step < Self::PAUSE_STEPS + self.yields {
+                self.step.set(step + 1);
+            }
+        }
+
+        pub(crate) fn is_completed(&self) -> bool {
+            self.step.get() >= Self::PAUSE_STEPS + self.yields
+        }
+    }
 }
 
 pub(crate) use imp::*;
