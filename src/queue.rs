@@ -387,6 +387,7 @@ impl<T> Pending<T> {
                         // value is still there and we own it alone; the node
                         // (from `Owned::new`) is then freed without it.
                         let node = unsafe { Owned::from_raw(node) };
+                        // SAFETY: as above: the offer's value, taken once.
                         unsafe { node.slot.take_data() }
                     }
                 }
