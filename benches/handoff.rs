@@ -26,13 +26,17 @@ mod common;
 
 use common::{
     async_contenders, async_rendezvous_contenders, async_workloads, contenders,
-    rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads, Contender, Workload,
+    rendezvous_contenders, rendezvous_workloads, spin_floor, threads_from_env, workloads,
+    Contender, Workload,
 };
 
 fn handoff(c: &mut Criterion) {
     let threads = threads_from_env("DUALQ_BENCH_THREADS");
     for workload in workloads(&threads) {
-        group(c, workload.name(), &workload, contenders());
+        // The spin floor (not a peer) runs only in the pingpong group.
+        let mut contenders = contenders();
+        contenders.push(spin_floor());
+        group(c, workload.name(), &workload, contenders);
     }
 }
 

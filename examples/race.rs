@@ -33,8 +33,8 @@ mod common;
 
 use common::{
     async_contenders, async_rendezvous_contenders, async_workloads, contenders,
-    rendezvous_contenders, rendezvous_workloads, threads_from_env, workloads, Contender, Workload,
-    OURS,
+    rendezvous_contenders, rendezvous_workloads, spin_floor, threads_from_env, workloads,
+    Contender, Workload, OURS,
 };
 
 /// Counts live heap bytes, but only while `COUNTING` is set: an always-on
@@ -279,7 +279,16 @@ fn main() {
         .then(|| resident_mem_row(&contenders))
         .flatten();
 
-    let mut rows = measure(&workloads, &contenders, rounds, scale);
+    // The spin floor runs in the same rounds as the pingpong's contenders,
+    // as the last column, which comes off again before the table: it is a
+    // yardstick, not a peer.
+    let mut timed = common::contenders();
+    timed.push(spin_floor());
+    let mut rows = measure(&workloads, &timed, rounds, scale);
+    let floor: Vec<(f64, Vec<Option<f64>>)> = rows
+        .iter_mut()
+        .filter_map(|(_, cells)| cells.pop().flatten().map(|f| (f, cells[..OURS].to_vec())))
+        .collect();
     if let Some(mem) = mem {
         rows.push(("mem (bytes/value)".into(), mem));
     }
@@ -288,6 +297,15 @@ fn main() {
     }
     if !rows.is_empty() {
         print_table(&contenders, &rows);
+    }
+    for (floor, ours) in floor {
+        let times_floor = |x: &Option<f64>| x.map_or("-".into(), |x| format!("{:.2}x", x / floor));
+        println!(
+            "pingpong spin floor (a spinning one-value slot each way, same rounds; not a peer): \
+             {floor:.1} ns per round trip; queue {}, stack {} of it (issue 5's goal: at most 1.5x)",
+            times_floor(&ours[0]),
+            times_floor(&ours[1]),
+        );
     }
 
     table(

@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -253,6 +253,75 @@ impl Queue for MutexCondvar {
     }
 }
 
+/// Not a peer: the floor of a handoff on this machine, for issue 5's
+/// "pingpong within 1.5x of the spin floor". One `u64` slot per structure,
+/// alone on its cache line; the receiver spins on it (`spin_loop` only: no
+/// yield, no park) and empties it, the sender spins until it is empty and
+/// fills it. A round trip is then two transfers of each slot's line
+/// between the cores and nothing else, the least any handoff can cost.
+/// It holds one value, so only the pingpong (one value in flight) runs on
+/// it (`spin_floor`).
+pub struct SpinFloor;
+
+/// The slot of [`SpinFloor`]: `EMPTY`, or the value in flight.
+pub struct SpinSlot {
+    value: crossbeam_utils::CachePadded<AtomicU64>,
+    closed: AtomicBool,
+}
+
+impl SpinSlot {
+    const EMPTY: u64 = u64::MAX;
+}
+
+impl Queue for SpinFloor {
+    const NAME: &'static str = "spin-floor";
+    const MULTI_CONSUMER: bool = false;
+    type Tx = Arc<SpinSlot>;
+    type Rx = Arc<SpinSlot>;
+
+    fn channel() -> (Self::Tx, Self::Rx) {
+        let slot = Arc::new(SpinSlot {
+            value: crossbeam_utils::CachePadded::new(AtomicU64::new(SpinSlot::EMPTY)),
+            closed: AtomicBool::new(false),
+        });
+        (Arc::clone(&slot), slot)
+    }
+    fn send(tx: &Self::Tx, value: u64) {
+        assert_ne!(value, SpinSlot::EMPTY, "spin-floor: reserved value");
+        // Release: publishes nothing but the value itself, which the CAS
+        // carries; Acquire on failure is not needed (we only retry).
+        while tx
+            .value
+            .compare_exchange_weak(SpinSlot::EMPTY, value, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+    fn recv(rx: &Self::Rx) -> Option<u64> {
+        loop {
+            // Acquire: pairs with the sender's Release CAS.
+            let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
+            if value != SpinSlot::EMPTY {
+                return Some(value);
+            }
+            // Acquire: pairs with `close`'s Release store; a value sent
+            // before the close is seen by the swap after this load.
+            if rx.closed.load(Ordering::Acquire) {
+                let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
+                return (value != SpinSlot::EMPTY).then_some(value);
+            }
+            std::hint::spin_loop();
+        }
+    }
+    fn clone_rx(_: &Self::Rx) -> Self::Rx {
+        unreachable!("spin-floor is single-consumer")
+    }
+    fn close(tx: Self::Tx) {
+        tx.closed.store(true, Ordering::Release);
+    }
+}
+
 /// A workload of BENCHMARKS.md, with its thread counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -483,6 +552,17 @@ pub fn contenders() -> Vec<Contender> {
         contender::<StdMpsc>(),
         contender::<MutexCondvar>(),
     ]
+}
+
+/// The pingpong floor ([`SpinFloor`]) as a contender that runs only the
+/// pingpong. Not a peer: callers keep it out of the "best peer" ratios.
+pub fn spin_floor() -> Contender {
+    Contender {
+        name: SpinFloor::NAME,
+        supports: |w| *w == Workload::PingPong,
+        run: |w, ops| w.run::<SpinFloor>(ops),
+        mem: |_, _| unreachable!("spin-floor holds one value: no mem row"),
+    }
 }
 
 /// Spawns one thread per job and releases them together; joins the first
