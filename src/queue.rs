@@ -144,7 +144,7 @@ use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::spares::{Spare, Spares};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
-use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering, WaitSpin};
 use crate::transfer::{self, Offered, TransferFuture};
 
 /// Tag on a non-null `next`: the node is leaving the list (frozen).
@@ -792,7 +792,7 @@ impl<T> DualQueue<T> {
                 let slot = NonNull::from(unsafe { &node.as_ref().slot });
                 // SAFETY: a linked reservation node of this queue; the
                 // waiter's reference is handed over.
-                unsafe { Reservation::linked(self, node.cast(), slot, first) }
+                unsafe { Reservation::linked(self, node.cast(), slot, WaitSpin::fine_if(first)) }
             }
         }
     }
@@ -1615,7 +1615,7 @@ impl<T> Line<T> for DualQueue<T> {
         Offered::Linked {
             node: node.cast(),
             slot,
-            spin: first,
+            spin: WaitSpin::fine_if(first),
         }
     }
 }

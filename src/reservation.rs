@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{PopError, PopTimeoutError, TryPopError};
 use crate::slot::{Slot, WaitOutcome};
-use crate::sync::Spin;
+use crate::sync::{Spin, WaitSpin};
 use crate::transfer::Offered;
 
 /// What a structure does for the reservations it hands out.
@@ -112,8 +112,8 @@ enum State<T> {
         node: NonNull<()>,
         /// The node's slot (inside `node`).
         slot: NonNull<Slot<T>>,
-        /// Whether to spin before parking (first in line: served next).
-        spin: bool,
+        /// How to spin before parking (first in line: served next).
+        spin: WaitSpin,
     },
     Closed,
     Spent,
@@ -189,7 +189,7 @@ impl<'a, T> Reservation<'a, T> {
         line: &'a dyn Line<T>,
         node: NonNull<()>,
         slot: NonNull<Slot<T>>,
-        spin: bool,
+        spin: WaitSpin,
     ) -> Self {
         Reservation {
             line,

@@ -83,7 +83,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::sync::{
-    current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, UnsafeCell,
+    current, fence, park_until, AtomicBool, AtomicUsize, Ordering, Spin, UnsafeCell, WaitSpin,
 };
 use crate::waiter::{Waiter, WaiterCell};
 
@@ -506,7 +506,7 @@ impl<T> Slot<T> {
     ///
     /// As [`look`](Self::look): only the owner, once, and not after a final
     /// outcome.
-    pub(crate) unsafe fn wait(&self, deadline: Option<Instant>, spin: bool) -> WaitOutcome<T> {
+    pub(crate) unsafe fn wait(&self, deadline: Option<Instant>, spin: WaitSpin) -> WaitOutcome<T> {
         // SAFETY (both closures): the caller's contract; `block` stops
         // calling them after the first final outcome.
         self.block(
@@ -569,7 +569,7 @@ impl<T> Slot<T> {
     pub(crate) unsafe fn wait_offer(
         &self,
         deadline: Option<Instant>,
-        spin: bool,
+        spin: WaitSpin,
     ) -> OfferOutcome<T> {
         // SAFETY (both closures): the caller's contract; `block` stops
         // calling them after the first final outcome.
@@ -636,17 +636,22 @@ impl<T> Slot<T> {
     fn block<R>(
         &self,
         deadline: Option<Instant>,
-        spin: bool,
+        spin: WaitSpin,
         mut look: impl FnMut() -> Option<R>,
         expire: impl FnOnce() -> R,
     ) -> R {
-        // The waiter served next spins long: see `Spin::long`.
-        let spinner = Spin::long();
+        // The waiter served next spins long (`Spin::long`, `long_fine`);
+        // the caller picks how (`WaitSpin`).
+        let spinner = match spin {
+            WaitSpin::Park => None,
+            WaitSpin::Coarse => Some(Spin::long()),
+            WaitSpin::Fine => Some(Spin::long_fine()),
+        };
         loop {
             if let Some(outcome) = look() {
                 return outcome;
             }
-            if spin && !spinner.is_completed() {
+            if let Some(spinner) = spinner.as_ref().filter(|s| !s.is_completed()) {
                 spinner.snooze();
                 // A yield can take milliseconds on a loaded machine:
                 // honour the deadline during the spin phase too.

@@ -214,7 +214,7 @@ use crate::error::{
 use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::slot::{Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
-use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering, WaitSpin};
 use crate::transfer::{self, Offered, TransferFuture};
 
 /// Tag on a reservation's non-null `next`: frozen (module docs).
@@ -853,7 +853,7 @@ impl<T> DualStack<T> {
                 // SAFETY: a pushed reservation node of this stack; the
                 // waiter's reference is handed over. Spin first: a new
                 // reservation is the top, served next.
-                unsafe { Reservation::linked(self, node.cast(), slot, true) }
+                unsafe { Reservation::linked(self, node.cast(), slot, WaitSpin::Coarse) }
             }
         }
     }
@@ -1653,7 +1653,7 @@ impl<T> Line<T> for DualStack<T> {
         Offered::Linked {
             node: node.cast(),
             slot,
-            spin: true,
+            spin: WaitSpin::Fine,
         }
     }
 }

@@ -32,6 +32,7 @@ use std::time::Instant;
 use crate::error::{PushError, TransferTimeoutError};
 use crate::reservation::Line;
 use crate::slot::{OfferOutcome, Slot};
+use crate::sync::WaitSpin;
 
 /// Where a structure put a transferred value ([`Line::offer`]).
 pub(crate) enum Offered<T> {
@@ -45,9 +46,9 @@ pub(crate) enum Offered<T> {
         node: NonNull<()>,
         /// The node's slot (inside `node`).
         slot: NonNull<Slot<T>>,
-        /// Whether a blocking producer should spin before parking (its
-        /// offer is the next one a consumer takes).
-        spin: bool,
+        /// How a blocking producer spins before parking (if its offer is
+        /// the next one a consumer takes).
+        spin: WaitSpin,
     },
 }
 
@@ -82,7 +83,7 @@ unsafe fn wait_for_taker<T>(
     node: NonNull<()>,
     slot: NonNull<Slot<T>>,
     deadline: Option<Instant>,
-    spin: bool,
+    spin: WaitSpin,
 ) -> Result<(), TransferTimeoutError<T>> {
     // SAFETY: the producer's reference keeps the slot alive; we are its
     // producer and wait on it once.
