@@ -1,6 +1,7 @@
 //! Criterion benches for the workloads of BENCHMARKS.md (all but `mem`, which
 //! `cargo run --release --example race` measures): one group per workload,
-//! `dualq` and every peer that can run it in the same group.
+//! `dualq` and every peer that can run it in the same group (and, in the
+//! pingpong group, the spin floor: a yardstick, not a peer).
 //!
 //! Times are per op: per message, per round trip for `pingpong`, per
 //! pop+push pair for `pool`. Each iteration is one op; a sample runs the

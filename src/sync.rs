@@ -60,6 +60,9 @@ mod imp {
         pub(crate) fn is_completed(&self) -> bool {
             self.done.get()
         }
+        pub(crate) fn is_checkpoint(&self) -> bool {
+            true
+        }
     }
 }
 
@@ -122,8 +125,9 @@ mod imp {
     /// 2; it was ~10 cycles on the CPUs `Backoff` was tuned on), so the
     /// doubling runs reach 64 `PAUSE`s = 1.4 µs per look, and a waiter
     /// saw its fulfilment up to a whole run late. Looking at one's own slot
-    /// costs nobody else anything (only the fulfiller writes it), so the
-    /// waiter looks after every `PAUSE`. Measured in alternating runs: the
+    /// costs others little (its line also holds the node's `next` and
+    /// `refs`, written only when a node is linked after it or it leaves
+    /// the list), so the waiter looks after every `PAUSE`. Measured in alternating runs: the
     /// queue's fanout-1x8 ~65 -> ~29 ns, rendezvous spsc and mpmc-2x2
     /// 10-35 % faster for both structures; rendezvous pingpong 0-8 %
     /// slower. The stack's reservations keep the doubling runs
@@ -204,6 +208,16 @@ mod imp {
 
         pub(crate) fn is_completed(&self) -> bool {
             self.step.get() >= self.pause_steps + self.yields
+        }
+
+        /// Whether a waiter with a deadline should read the clock now,
+        /// after the step just made: after each run of doubling `PAUSE`s
+        /// and each yield; of single `PAUSE`s, after each of the first 8
+        /// (a timeout of a few ns ends at once) and then after every 8th
+        /// (a read of the clock costs about as much as a `PAUSE`, ~20 ns).
+        pub(crate) fn is_checkpoint(&self) -> bool {
+            let step = self.step.get();
+            self.max_pauses > 1 || step >= self.pause_steps || step <= 8 || step % 8 == 0
         }
 
         /// The `PAUSE`s of step `step` (below `pause_steps`).
@@ -321,14 +335,25 @@ mod tests {
         snoozes
     }
 
-    // 7 steps of `PAUSE`s, then the yields: 4 for a poller, 64 for the
-    // waiter served next (see `Spin`).
+    /// How many of a spin phase's steps are clock checkpoints.
+    fn checkpoints(spin: &Spin) -> usize {
+        let mut checkpoints = 0;
+        while !spin.is_completed() {
+            spin.snooze();
+            checkpoints += usize::from(spin.is_checkpoint());
+        }
+        checkpoints
+    }
+
     /// The `PAUSE`s a spin phase makes in all, and the most in one step.
     fn pauses(spin: &Spin) -> (u32, u32) {
         let per_step = (0..spin.pause_steps).map(|step| spin.pauses_at(step));
         (per_step.clone().sum(), per_step.max().unwrap_or(0))
     }
 
+    // 7 steps of doubling `PAUSE` runs (127 single `PAUSE`s for
+    // `long_fine`), then the yields: 4 for a poller, 64 for the waiter
+    // served next (see `Spin`).
     #[test]
     fn spin_phases_are_pauses_then_4_or_64_yields() {
         assert_eq!(length(&Spin::new()), 7 + 4);
@@ -337,6 +362,12 @@ mod tests {
         assert_eq!(pauses(&Spin::new()), (127, 64));
         assert_eq!(pauses(&Spin::long()), (127, 64));
         assert_eq!(pauses(&Spin::long_fine()), (127, 1));
+        // A waiter with a deadline reads the clock after every step of
+        // doubling runs and every yield, and after the first 8 single
+        // `PAUSE`s and every 8th after them (`Slot::block`).
+        assert_eq!(checkpoints(&Spin::long()), 7 + 64);
+        // Steps 1-8, 16, 24, ..., 120, and 127 (the last `PAUSE`).
+        assert_eq!(checkpoints(&Spin::long_fine()), 8 + 14 + 1 + 64);
         let spin = Spin::new();
         length(&spin);
         spin.snooze();

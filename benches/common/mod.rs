@@ -260,7 +260,8 @@ impl Queue for MutexCondvar {
 /// fills it. A round trip is then two transfers of each slot's line
 /// between the cores and nothing else, the least any handoff can cost.
 /// It holds one value, so only the pingpong (one value in flight) runs on
-/// it (`spin_floor`).
+/// it (`spin_floor`). A side that has spun [`SpinSlot::PATIENCE`] times
+/// yields once, so a machine with one free core still finishes the run.
 pub struct SpinFloor;
 
 /// The slot of [`SpinFloor`]: `EMPTY`, or the value in flight.
@@ -271,6 +272,18 @@ pub struct SpinSlot {
 
 impl SpinSlot {
     const EMPTY: u64 = u64::MAX;
+    /// Spins between yields: far more than a handoff takes when both
+    /// sides run (a few hundred ns), so the floor is pure spinning then.
+    const PATIENCE: u32 = 1 << 14;
+
+    fn spin(spins: &mut u32) {
+        *spins += 1;
+        if *spins % Self::PATIENCE == 0 {
+            thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 impl Queue for SpinFloor {
@@ -288,6 +301,7 @@ impl Queue for SpinFloor {
     }
     fn send(tx: &Self::Tx, value: u64) {
         assert_ne!(value, SpinSlot::EMPTY, "spin-floor: reserved value");
+        let mut spins = 0;
         // Release: publishes nothing but the value itself, which the CAS
         // carries; Acquire on failure is not needed (we only retry).
         while tx
@@ -295,14 +309,18 @@ impl Queue for SpinFloor {
             .compare_exchange_weak(SpinSlot::EMPTY, value, Ordering::Release, Ordering::Relaxed)
             .is_err()
         {
-            std::hint::spin_loop();
+            SpinSlot::spin(&mut spins);
         }
     }
     fn recv(rx: &Self::Rx) -> Option<u64> {
+        let mut spins = 0;
         loop {
-            // Acquire: pairs with the sender's Release CAS.
-            let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
-            if value != SpinSlot::EMPTY {
+            // Look (Relaxed) before the swap, so that polling an empty
+            // slot only reads its line; the swap is the Acquire that pairs
+            // with the sender's Release CAS.
+            if rx.value.load(Ordering::Relaxed) != SpinSlot::EMPTY {
+                let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
+                debug_assert_ne!(value, SpinSlot::EMPTY, "one receiver per slot");
                 return Some(value);
             }
             // Acquire: pairs with `close`'s Release store; a value sent
@@ -311,7 +329,7 @@ impl Queue for SpinFloor {
                 let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
                 return (value != SpinSlot::EMPTY).then_some(value);
             }
-            std::hint::spin_loop();
+            SpinSlot::spin(&mut spins);
         }
     }
     fn clone_rx(_: &Self::Rx) -> Self::Rx {
