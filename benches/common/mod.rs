@@ -315,12 +315,12 @@ impl Queue for SpinFloor {
     fn recv(rx: &Self::Rx) -> Option<u64> {
         let mut spins = 0;
         loop {
-            // Look (Relaxed) before the swap, so that polling an empty
-            // slot only reads its line; the swap is the Acquire that pairs
-            // with the sender's Release CAS.
-            if rx.value.load(Ordering::Relaxed) != SpinSlot::EMPTY {
-                let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
-                debug_assert_ne!(value, SpinSlot::EMPTY, "one receiver per slot");
+            // Polls with the swap itself, not a load first: a load would
+            // add a step (the line shared, then taken exclusive) when the
+            // value arrives (floor 83-118 ns against 58-71 in alternating
+            // runs). Acquire: pairs with the sender's Release CAS.
+            let value = rx.value.swap(SpinSlot::EMPTY, Ordering::Acquire);
+            if value != SpinSlot::EMPTY {
                 return Some(value);
             }
             // Acquire: pairs with `close`'s Release store; a value sent
