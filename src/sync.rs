@@ -127,15 +127,17 @@ mod imp {
     /// saw its fulfilment up to a whole run late. Looking at one's own slot
     /// costs others little (its line also holds the node's `next` and
     /// `refs`, written only when a node is linked after it or it leaves
-    /// the list), so the waiter looks after every `PAUSE`. Measured in alternating runs: the
-    /// queue's fanout-1x8 ~65 -> ~29 ns, rendezvous spsc and mpmc-2x2
-    /// 10-35 % faster for both structures; rendezvous pingpong 0-8 %
-    /// slower. The stack's reservations keep the doubling runs
-    /// ([`WaitSpin::Coarse`]): with one `PAUSE` per look its fanout-1x8 was
-    /// ~1.5x slower in one set of alternating runs (the served consumers
-    /// come back sooner to poll `top`, the producer's word). Pollers of
-    /// shared words (`Spin::new`) keep them for the same reason: each look
-    /// pulls a line the producer writes.
+    /// the list), so the waiter looks after every `PAUSE`. Measured in
+    /// alternating runs: the queue's fanout-1x8 ~65 -> ~29 ns, rendezvous
+    /// spsc and mpmc-2x2 10-35 % faster for both structures; rendezvous
+    /// pingpong 0-8 % slower. The stack's reservations keep the doubling
+    /// runs ([`WaitSpin::Coarse`]): with one `PAUSE` per look its
+    /// fanout-1x8 was ~1.5x slower in one set of alternating runs (not
+    /// explained; a guess: served consumers come back sooner to poll
+    /// `top`, the producer's word). Pollers of shared words (`Spin::new`)
+    /// keep the runs: each of their looks pulls a line the producer
+    /// writes, and one `PAUSE` between polls made the queue's pool row
+    /// 10-20 % slower.
     ///
     /// Why two lengths (measured in `race`, session 9): with 4 yields the
     /// rendezvous pingpong fell, in 2 runs of 6, into a mode where every
