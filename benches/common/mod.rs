@@ -302,8 +302,8 @@ impl Queue for SpinFloor {
     fn send(tx: &Self::Tx, value: u64) {
         assert_ne!(value, SpinSlot::EMPTY, "spin-floor: reserved value");
         let mut spins = 0;
-        // Release: publishes nothing but the value itself, which the CAS
-        // carries; Acquire on failure is not needed (we only retry).
+        // Release: pairs with the receiver's Acquire swap (the value is
+        // the whole message); Relaxed on failure: we only retry.
         while tx
             .value
             .compare_exchange_weak(SpinSlot::EMPTY, value, Ordering::Release, Ordering::Relaxed)
@@ -336,6 +336,7 @@ impl Queue for SpinFloor {
         unreachable!("spin-floor is single-consumer")
     }
     fn close(tx: Self::Tx) {
+        // Release: pairs with the Acquire load of `closed` in `recv`.
         tx.closed.store(true, Ordering::Release);
     }
 }
