@@ -152,6 +152,47 @@ mod imp {
     /// fanout-1x8 was 0-20 % slower than before in 4 alternating runs (a
     /// noisy phase; the stack's was not slower). kanal, for comparison,
     /// yields up to 256 times.
+    ///
+    /// On one CPU every phase is its yields alone ([`several_cpus`]).
+    /// The three spin phases (see [`Spin`]).
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Shape {
+        /// [`Spin::new`].
+        Poll,
+        /// [`Spin::long`].
+        Long,
+        /// [`Spin::long_fine`].
+        LongFine,
+    }
+
+    /// Whether this process can run on more than one CPU, so that a thread
+    /// spinning on a word can see another thread write it meanwhile. On
+    /// one CPU (a one-CPU affinity mask, cgroup quota or machine) a spin
+    /// only delays the thread it waits for, so the spin phases skip their
+    /// `PAUSE`s and start with the yields, which hand the CPU over. Asked
+    /// once per process (`available_parallelism`, which on Linux reads the
+    /// affinity mask and the cgroup quota); if it cannot tell, it assumes
+    /// several, the old behaviour. kanal's spins make the same check.
+    ///
+    /// Measured with `taskset -c 0` (session 11, `race`): see
+    /// `docs/scaling.md`, "One CPU".
+    pub(super) fn several_cpus() -> bool {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        const UNKNOWN: u8 = 0;
+        const ONE: u8 = 1;
+        const SEVERAL: u8 = 2;
+        // Relaxed: a cached answer, the same whoever computes it.
+        static CPUS: AtomicU8 = AtomicU8::new(UNKNOWN);
+        match CPUS.load(Ordering::Relaxed) {
+            UNKNOWN => {
+                let several = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
+                CPUS.store(if several { SEVERAL } else { ONE }, Ordering::Relaxed);
+                several
+            }
+            cpus => cpus == SEVERAL,
+        }
+    }
+
     #[derive(Debug)]
     pub(crate) struct Spin {
         step: std::cell::Cell<u32>,
@@ -166,31 +207,34 @@ mod imp {
 
         /// A short spin phase: 4 yields.
         pub(crate) fn new() -> Self {
-            Spin {
-                step: std::cell::Cell::new(0),
-                pause_steps: Self::PAUSE_STEPS,
-                max_pauses: u32::MAX,
-                yields: 4,
-            }
+            Self::shaped(Shape::Poll, several_cpus())
         }
 
         /// A long spin phase, for the waiter served next: 64 yields.
         pub(crate) fn long() -> Self {
-            Spin {
-                yields: 64,
-                ..Self::new()
-            }
+            Self::shaped(Shape::Long, several_cpus())
         }
 
         /// [`Spin::long`] with one `PAUSE` per step instead of doubling
         /// runs (as many `PAUSE`s in all): a waiter that watches only its
         /// own slot sees its partner's write sooner.
         pub(crate) fn long_fine() -> Self {
+            Self::shaped(Shape::LongFine, several_cpus())
+        }
+
+        /// A phase of `shape`, without its `PAUSE`s unless `pause` (see
+        /// [`several_cpus`]).
+        pub(super) fn shaped(shape: Shape, pause: bool) -> Self {
+            let (pause_steps, max_pauses, yields) = match shape {
+                Shape::Poll => (Self::PAUSE_STEPS, u32::MAX, 4),
+                Shape::Long => (Self::PAUSE_STEPS, u32::MAX, 64),
+                Shape::LongFine => ((1 << Self::PAUSE_STEPS) - 1, 1, 64),
+            };
             Spin {
                 step: std::cell::Cell::new(0),
-                pause_steps: (1 << Self::PAUSE_STEPS) - 1,
-                max_pauses: 1,
-                yields: 64,
+                pause_steps: if pause { pause_steps } else { 0 },
+                max_pauses,
+                yields,
             }
         }
 
@@ -325,6 +369,7 @@ pub(crate) fn acquire_last_ref(refs: &AtomicUsize) {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::imp::{several_cpus, Shape};
     use super::Spin;
 
     /// How many snoozes a spin phase lasts.
@@ -358,21 +403,49 @@ mod tests {
     // served next (see `Spin`).
     #[test]
     fn spin_phases_are_pauses_then_4_or_64_yields() {
-        assert_eq!(length(&Spin::new()), 7 + 4);
-        assert_eq!(length(&Spin::long()), 7 + 64);
-        assert_eq!(length(&Spin::long_fine()), 127 + 64);
-        assert_eq!(pauses(&Spin::new()), (127, 64));
-        assert_eq!(pauses(&Spin::long()), (127, 64));
-        assert_eq!(pauses(&Spin::long_fine()), (127, 1));
+        let [poll, long, fine] =
+            [Shape::Poll, Shape::Long, Shape::LongFine].map(|s| Spin::shaped(s, true));
+        assert_eq!(length(&poll), 7 + 4);
+        assert_eq!(length(&Spin::shaped(Shape::Long, true)), 7 + 64);
+        assert_eq!(length(&Spin::shaped(Shape::LongFine, true)), 127 + 64);
+        assert_eq!(pauses(&poll), (127, 64));
+        assert_eq!(pauses(&long), (127, 64));
+        assert_eq!(pauses(&fine), (127, 1));
         // A waiter with a deadline reads the clock after every step of
         // doubling runs and every yield, and after the first 8 single
         // `PAUSE`s and every 8th after them (`Slot::block`).
-        assert_eq!(checkpoints(&Spin::long()), 7 + 64);
+        assert_eq!(checkpoints(&long), 7 + 64);
         // Steps 1-8, 16, 24, ..., 120, and 127 (the last `PAUSE`).
-        assert_eq!(checkpoints(&Spin::long_fine()), 8 + 14 + 1 + 64);
+        assert_eq!(checkpoints(&fine), 8 + 14 + 1 + 64);
         let spin = Spin::new();
         length(&spin);
         spin.snooze();
         assert!(spin.is_completed(), "a completed phase stays completed");
+    }
+
+    // On one CPU the phases are their yields alone, each a checkpoint.
+    #[test]
+    fn on_one_cpu_spin_phases_only_yield() {
+        for (shape, yields) in [(Shape::Poll, 4), (Shape::Long, 64), (Shape::LongFine, 64)] {
+            let spin = Spin::shaped(shape, false);
+            assert_eq!(pauses(&spin), (0, 0), "{shape:?}");
+            assert_eq!(length(&spin), yields, "{shape:?}");
+            assert_eq!(
+                checkpoints(&Spin::shaped(shape, false)),
+                yields,
+                "{shape:?}"
+            );
+        }
+    }
+
+    // The public constructors follow what the process may run on.
+    #[test]
+    fn spin_phases_follow_the_cpus_available() {
+        let several = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
+        assert_eq!(several_cpus(), several);
+        let expected = if several { 127 } else { 0 };
+        assert_eq!(pauses(&Spin::new()).0, expected);
+        assert_eq!(pauses(&Spin::long()).0, expected);
+        assert_eq!(pauses(&Spin::long_fine()).0, expected);
     }
 }
