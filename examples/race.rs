@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    async_contenders, async_rendezvous_contenders, async_workloads, contenders,
+    async_contenders, async_rendezvous_contenders, async_workloads, contenders, one_thread_runners,
     rendezvous_contenders, rendezvous_workloads, spin_floor, threads_from_env, workloads,
     Contender, Workload, OURS,
 };
@@ -318,6 +318,15 @@ fn main() {
     if !floor_runs && workloads.iter().any(|w| w.name() == "pingpong") {
         println!("pingpong spin floor: not run on one CPU (a spinning side holds the CPU its partner needs)");
     }
+    if wanted("one-thread") {
+        println!();
+        println!(
+            "one thread (nothing to contend with: batches of 1000 pushes, then 1000 pops): ns per"
+        );
+        println!("push and per pop, what an operation costs in instructions alone; the floor under each row.");
+        println!();
+        print_table(&contenders, &one_thread_rows(rounds, scale));
+    }
 
     table(
         "rendezvous (the sender waits until a receiver took the value): dualq's `transfer`\n\
@@ -427,6 +436,32 @@ fn measure(
             (label, medians)
         })
         .collect()
+}
+
+/// The one-thread rows: ns per push and per pop of every contender, the
+/// median of `rounds` (each `5_000_000 * scale` values).
+fn one_thread_rows(rounds: usize, scale: f64) -> Vec<(String, Vec<Option<f64>>)> {
+    const BATCH: u64 = 1000;
+    let batches = ((5_000_000.0 * scale / BATCH as f64).round() as u64).max(1);
+    let runners = one_thread_runners();
+    let (mut pushes, mut pops) = (
+        vec![Vec::new(); runners.len()],
+        vec![Vec::new(); runners.len()],
+    );
+    for _ in 0..rounds {
+        for (c, run) in runners.iter().enumerate() {
+            let (pushing, popping) =
+                watched(format!("one thread, contender {c}"), || run(BATCH, batches));
+            let per_op = |d: Duration| d.as_nanos() as f64 / (BATCH * batches) as f64;
+            pushes[c].push(per_op(pushing));
+            pops[c].push(per_op(popping));
+        }
+    }
+    let medians = |cells: Vec<Vec<f64>>| cells.into_iter().map(|s| Some(median(s))).collect();
+    vec![
+        ("push (one thread)".to_owned(), medians(pushes)),
+        ("pop (one thread)".to_owned(), medians(pops)),
+    ]
 }
 
 /// Prints the rows, with each dualq structure's ratio to the best peer.

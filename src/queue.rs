@@ -139,7 +139,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
+use crate::reservation::{self, Line, PopFuture, Reservation};
 use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::spares::{Spare, Spares};
@@ -711,6 +711,8 @@ impl<T> DualQueue<T> {
     /// A zero timeout behaves like [`try_pop`](Self::try_pop); a timeout too
     /// large to represent as an [`Instant`] waits for ever. A consumer whose
     /// timeout races a push that already handed it a value returns the value.
+    /// A timeout that runs out while the consumer still polls (before it
+    /// would join the line, a few µs) ends there, leaving nothing behind.
     ///
     /// # Errors
     ///
@@ -1164,13 +1166,7 @@ impl<T> DualQueue<T> {
 
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return self.try_pop().map_err(TryPopError::into_timeout);
-        }
-        if let Some(result) = poll_before_waiting(|| self.try_pop(), deadline) {
-            return result;
-        }
-        self.reserve().wait_until(deadline)
+        reservation::pop_until(|| self.try_pop(), || self.reserve(), deadline)
     }
 
     /// One pop attempt: takes the oldest value, or reports empty/closed, or

@@ -73,10 +73,15 @@ pub(crate) trait Line<T> {
     fn offer(&self, value: T) -> Offered<T>;
 }
 
-/// A blocking pop's first phase, shared by both structures: polls with
-/// `try_pop` through one spin phase (exponential `PAUSE`s, then a few
-/// yields) before the caller takes its place in line. `None` if the phase
-/// ended empty (or `deadline` passed): the caller then reserves.
+/// A blocking pop, shared by both structures: one `try_pop`; then, if it
+/// found nothing and `deadline` allows, a spin phase of `try_pop`s
+/// (exponential `PAUSE`s, then a few yields; see `Spin::new`); then the
+/// caller's place in line (`reserve`), waited on until `deadline`.
+///
+/// The first `try_pop` comes before any clock read or spin set-up: a value
+/// that is there costs one `try_pop` (measured in one thread, `race`'s
+/// one-thread rows: the queue's `pop` took 25.2 ns against `try_pop`'s
+/// 16.3 when the phase was set up first, session 11).
 ///
 /// Why: a consumer that links a reservation the moment it finds the
 /// structure empty turns every later push into a hand-off to it, and with
@@ -87,22 +92,31 @@ pub(crate) trait Line<T> {
 /// (oldest or newest, as the structure says); a polling consumer is not
 /// in line yet and only takes what no waiter was given, as `try_pop`
 /// does, so it never overtakes a waiting consumer.
-pub(crate) fn poll_before_waiting<T>(
+pub(crate) fn pop_until<'a, T: 'a>(
     mut try_pop: impl FnMut() -> Result<T, TryPopError>,
+    reserve: impl FnOnce() -> Reservation<'a, T>,
     deadline: Option<Instant>,
-) -> Option<Result<T, PopTimeoutError>> {
+) -> Result<T, PopTimeoutError> {
+    match try_pop() {
+        Err(TryPopError::Empty) => {}
+        // A value, or closed and drained.
+        done => return done.map_err(TryPopError::into_timeout),
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(PopTimeoutError::Timeout);
+    }
     let spin = Spin::new();
     while !spin.is_completed() {
-        match try_pop() {
-            Ok(value) => return Some(Ok(value)),
-            Err(TryPopError::Closed) => return Some(Err(PopTimeoutError::Closed)),
-            Err(TryPopError::Empty) => spin.snooze(),
-        }
+        spin.snooze();
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return None;
+            return Err(PopTimeoutError::Timeout);
+        }
+        match try_pop() {
+            Err(TryPopError::Empty) => {}
+            done => return done.map_err(TryPopError::into_timeout),
         }
     }
-    None
+    reserve().wait_until(deadline)
 }
 
 enum State<T> {

@@ -28,7 +28,11 @@ use dualq::{DualQueue, PopTimeoutError, TransferTimeoutError};
 /// The timed-out operation a scenario repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
-    /// `pop_timeout` on a structure with no value: links a reservation.
+    /// A timed wait on a reservation (`reserve().wait_timeout`) on a
+    /// structure with no value: links a reservation, then cancels it. (A
+    /// `pop_timeout` whose deadline passes in its poll phase, ~4 µs here,
+    /// links nothing at all: see `short_pop_timeouts_link_nothing`. A longer
+    /// one reserves and waits exactly so.)
     Pop,
     /// `transfer_timeout` with no consumer: links an offer.
     Transfer,
@@ -38,7 +42,10 @@ impl Op {
     /// Runs the operation once with `timeout` and checks that it timed out.
     fn time_out(self, q: &impl Dual<u64>, timeout: Duration) {
         match self {
-            Op::Pop => assert_eq!(q.pop_timeout(timeout), Err(PopTimeoutError::Timeout)),
+            Op::Pop => assert_eq!(
+                q.reserve().wait_timeout(timeout),
+                Err(PopTimeoutError::Timeout)
+            ),
             Op::Transfer => assert_eq!(
                 q.transfer_timeout(9, timeout),
                 Err(TransferTimeoutError::Timeout(9))
@@ -494,9 +501,36 @@ fn flat_memory_after_a_million_timed_out_waits() {
     scenarios::<Queue>("queue");
     scenarios::<Stack>("stack");
     values_passing_a_resident_one();
+    short_pop_timeouts_link_nothing::<Queue>("queue");
+    short_pop_timeouts_link_nothing::<Stack>("stack");
 }
 
-/// (e) The stack's stored values live in cells bump-allocated from shared
+/// (g) A `pop_timeout` whose deadline passes while it polls (before it
+/// would take its place in line) gives up there: no reservation is linked,
+/// nothing is allocated, and the structure stays as it was.
+fn short_pop_timeouts_link_nothing<F: Flavour>(name: &str) {
+    const CALLS: usize = 10_000;
+    let q = F::new();
+    // Warm-up: the epoch's thread-locals.
+    assert_eq!(q.pop_timeout(Duration::ZERO), Err(PopTimeoutError::Timeout));
+    let before = allocs();
+    for _ in 0..CALLS {
+        assert_eq!(
+            q.pop_timeout(Duration::from_nanos(50)),
+            Err(PopTimeoutError::Timeout)
+        );
+    }
+    let linked = allocs() - before;
+    assert_eq!(
+        linked, 0,
+        "{name}: {linked} allocations in {CALLS} short pop_timeouts"
+    );
+    assert_eq!(q.waiting_consumers(), 0);
+    q.push(3).unwrap();
+    assert_eq!(q.pop_timeout(Duration::from_nanos(50)), Ok(3));
+}
+
+/// (f) The stack's stored values live in cells bump-allocated from shared
 /// blocks, and a block is recycled (or freed) only when its last cell dies.
 /// A value that stays at the bottom keeps its own block; the million values
 /// pushed and popped over it fill and empty a thousand blocks, which must

@@ -573,6 +573,54 @@ pub fn contenders() -> Vec<Contender> {
     ]
 }
 
+/// One thread, nothing to contend with: pushes `batch` values, then pops
+/// them back, `batches` times, checking the sum; returns the time spent in
+/// pushes and in pops. What an operation costs in instructions alone (its
+/// locked instructions, epoch pins, allocation), with no cache line moving
+/// between cores: the floor under every row of the table.
+pub fn one_thread<Q: Queue>(batch: u64, batches: u64) -> (Duration, Duration) {
+    let (tx, rx) = Q::channel();
+    let (mut pushing, mut popping) = (Duration::ZERO, Duration::ZERO);
+    let mut sum = 0;
+    for _ in 0..batches {
+        let start = Instant::now();
+        for v in 0..batch {
+            Q::send(&tx, v);
+        }
+        pushing += start.elapsed();
+        let start = Instant::now();
+        for _ in 0..batch {
+            sum += Q::recv(&rx).expect("a value was stored");
+        }
+        popping += start.elapsed();
+    }
+    assert_eq!(
+        sum,
+        batches * batch * batch.saturating_sub(1) / 2,
+        "{}: one thread got back the wrong sum",
+        Q::NAME
+    );
+    Q::close(tx);
+    (pushing, popping)
+}
+
+/// [`one_thread`] for one structure: `(batch, batches)` to the time spent
+/// pushing and popping.
+pub type OneThread = fn(u64, u64) -> (Duration, Duration);
+
+/// [`one_thread`] for each of [`contenders`], in the same order.
+pub fn one_thread_runners() -> Vec<OneThread> {
+    vec![
+        one_thread::<Dual>,
+        one_thread::<DualStackQ>,
+        one_thread::<Crossbeam>,
+        one_thread::<Flume>,
+        one_thread::<Kanal>,
+        one_thread::<StdMpsc>,
+        one_thread::<MutexCondvar>,
+    ]
+}
+
 /// The pingpong floor ([`SpinFloor`]) as a contender that runs only the
 /// pingpong. Not a peer: callers keep it out of the "best peer" ratios.
 pub fn spin_floor() -> Contender {
