@@ -293,10 +293,7 @@ impl<T> Segment<T> {
     /// consumer has claimed, then takes its value or breaks the cell.
     fn take_claimed(&self, index: usize) -> Option<T> {
         let state = &self.back.states[index];
-        // Set up on the first miss only: a producer is rarely still between
-        // its claim and its write, and a pop that finds its value READY
-        // should not pay for the spin's set-up (~1 ns in one thread).
-        let mut spin: Option<Spin> = None;
+        let spin = Spin::new();
         loop {
             // Acquire: pairs with the producer's Release CAS to READY.
             match state.load(Ordering::Acquire) {
@@ -313,7 +310,7 @@ impl<T> Segment<T> {
                 // Under loom, break at once: loom's yield lets the producer
                 // finish before we look again, so a spin there would never
                 // break a cell, and the models would miss every break.
-                _ if cfg!(loom) || spin.as_ref().is_some_and(Spin::is_completed) => {
+                _ if cfg!(loom) || spin.is_completed() => {
                     // Acquire on failure: READY then publishes the value.
                     if state
                         .compare_exchange(EMPTY, BROKEN, Ordering::Relaxed, Ordering::Acquire)
@@ -322,7 +319,7 @@ impl<T> Segment<T> {
                         return None;
                     }
                 }
-                _ => spin.get_or_insert_with(Spin::new).snooze(),
+                _ => spin.snooze(),
             }
         }
     }
