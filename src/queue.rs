@@ -139,7 +139,7 @@ use crossbeam_utils::CachePadded;
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{self, Line, PopFuture, Reservation};
+use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::segment::{Refused, Segment, Take};
 use crate::slot::{Fulfil, Put, Slot};
 use crate::spares::{Spare, Spares};
@@ -1166,7 +1166,13 @@ impl<T> DualQueue<T> {
 
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        reservation::pop_until(|| self.try_pop(), || self.reserve(), deadline)
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_pop().map_err(TryPopError::into_timeout);
+        }
+        if let Some(result) = poll_before_waiting(|| self.try_pop(), deadline) {
+            return result;
+        }
+        self.reserve().wait_until(deadline)
     }
 
     /// One pop attempt: takes the oldest value, or reports empty/closed, or

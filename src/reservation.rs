@@ -73,15 +73,20 @@ pub(crate) trait Line<T> {
     fn offer(&self, value: T) -> Offered<T>;
 }
 
-/// A blocking pop, shared by both structures: one `try_pop`; then, if it
-/// found nothing and `deadline` allows, a spin phase of `try_pop`s
-/// (exponential `PAUSE`s, then a few yields; see `Spin::new`); then the
-/// caller's place in line (`reserve`), waited on until `deadline`.
+/// A blocking pop's first phase, shared by both structures: polls with
+/// `try_pop` through one spin phase (exponential `PAUSE`s, then a few
+/// yields) before the caller takes its place in line. `None` if the phase
+/// ended empty: the caller then reserves. If `deadline` passes first, the
+/// pop times out here, with nothing linked (and so nothing to cancel).
 ///
-/// The first `try_pop` comes before any clock read or spin set-up: a value
-/// that is there costs one `try_pop` (measured in one thread, `race`'s
-/// one-thread rows: the queue's `pop` took 25.2 ns against `try_pop`'s
-/// 16.3 when the phase was set up first, session 11).
+/// Leave its shape alone unless a two-thread run says otherwise (session
+/// 11): a version that tried once before setting up the spin, shared as
+/// one generic `pop_until`, made a blocking `pop` in one thread 20 %
+/// faster (25.2 -> 20.2 ns) and the contended rows 2-3x slower (spsc
+/// 37-40 -> 74-135 ns, fanout-1x8 41-54 -> 108-136, alternating runs of
+/// the same hour); so did a consumer that looked at its claimed cell
+/// before setting up its spin (`Segment::take_claimed`). A consumer that
+/// comes back sooner pulls the producer's lines away sooner.
 ///
 /// Why: a consumer that links a reservation the moment it finds the
 /// structure empty turns every later push into a hand-off to it, and with
@@ -92,31 +97,23 @@ pub(crate) trait Line<T> {
 /// (oldest or newest, as the structure says); a polling consumer is not
 /// in line yet and only takes what no waiter was given, as `try_pop`
 /// does, so it never overtakes a waiting consumer.
-pub(crate) fn pop_until<'a, T: 'a>(
+pub(crate) fn poll_before_waiting<T>(
     mut try_pop: impl FnMut() -> Result<T, TryPopError>,
-    reserve: impl FnOnce() -> Reservation<'a, T>,
     deadline: Option<Instant>,
-) -> Result<T, PopTimeoutError> {
-    match try_pop() {
-        Err(TryPopError::Empty) => {}
-        // A value, or closed and drained.
-        done => return done.map_err(TryPopError::into_timeout),
-    }
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(PopTimeoutError::Timeout);
-    }
+) -> Option<Result<T, PopTimeoutError>> {
     let spin = Spin::new();
     while !spin.is_completed() {
-        spin.snooze();
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(PopTimeoutError::Timeout);
-        }
         match try_pop() {
-            Err(TryPopError::Empty) => {}
-            done => return done.map_err(TryPopError::into_timeout),
+            Ok(value) => return Some(Ok(value)),
+            Err(TryPopError::Closed) => return Some(Err(PopTimeoutError::Closed)),
+            Err(TryPopError::Empty) => spin.snooze(),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Out of time before joining the line: nothing to cancel.
+            return Some(Err(PopTimeoutError::Timeout));
         }
     }
-    reserve().wait_until(deadline)
+    None
 }
 
 enum State<T> {

@@ -211,7 +211,7 @@ use crate::cells::{Cells, DataCell};
 use crate::error::{
     PopError, PopTimeoutError, PushError, TransferTimeoutError, TryPopError, TryTransferError,
 };
-use crate::reservation::{self, Line, PopFuture, Reservation};
+use crate::reservation::{poll_before_waiting, Line, PopFuture, Reservation};
 use crate::slot::{Put, Slot};
 use crate::sync::epoch::{self, Atomic, Guard, Owned, Shared};
 use crate::sync::{acquire_last_ref, fence, AtomicBool, AtomicUsize, Ordering, WaitSpin};
@@ -1223,7 +1223,13 @@ impl<T> DualStack<T> {
 
     /// The blocking pop with an optional deadline.
     fn pop_until(&self, deadline: Option<Instant>) -> Result<T, PopTimeoutError> {
-        reservation::pop_until(|| self.try_pop(), || self.reserve(), deadline)
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return self.try_pop().map_err(TryPopError::into_timeout);
+        }
+        if let Some(result) = poll_before_waiting(|| self.try_pop(), deadline) {
+            return result;
+        }
+        self.reserve().wait_until(deadline)
     }
 
     /// One pop attempt: takes the newest value, or reports empty/closed, or
