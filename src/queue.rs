@@ -341,7 +341,8 @@ unsafe fn retire<T>(guard: &Guard, node: Shared<'_, Node<T>>, spares: &Arc<Spare
         // its cells that can still become READY has been claimed by a
         // consumer that pinned before its claim and takes the value before
         // it unpins (the producer of such a cell pinned before its claim
-        // too). So the reset (and any `Segment::drop`) finds no READY cell.
+        // too). So the reset (and any `Segment::drop`) finds no value: no
+        // READY cell at or above `deq` (a taken cell stays READY below it).
         unsafe { guard.defer_unchecked(move || Node::recycle(raw, &spares)) };
         return;
     }
@@ -712,12 +713,13 @@ impl<T> DualQueue<T> {
     /// large to represent as an [`Instant`] waits for ever. A consumer whose
     /// timeout races a push that already handed it a value returns the value.
     /// A timeout that runs out while the consumer still polls (before it
-    /// would join the line, a few µs) ends there, leaving nothing behind.
+    /// would join the line: a few µs, or a few yields on one CPU) ends
+    /// there, after one last look, leaving nothing behind.
     ///
     /// # Errors
     ///
-    /// [`PopTimeoutError::Timeout`] if no value came in time (the reservation
-    /// is cancelled and unlinked), [`PopTimeoutError::Closed`] if the queue is
+    /// [`PopTimeoutError::Timeout`] if no value came in time (a reservation,
+    /// if one was linked, is cancelled and unlinked), [`PopTimeoutError::Closed`] if the queue is
     /// closed and empty.
     ///
     /// A wait whose deadline passes while `close` runs may report either:

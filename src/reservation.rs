@@ -77,7 +77,8 @@ pub(crate) trait Line<T> {
 /// `try_pop` through one spin phase (exponential `PAUSE`s, then a few
 /// yields) before the caller takes its place in line. `None` if the phase
 /// ended empty: the caller then reserves. If `deadline` passes first, the
-/// pop times out here, with nothing linked (and so nothing to cancel).
+/// pop looks once more and then times out here, with nothing linked (and
+/// so nothing to cancel).
 ///
 /// Leave its shape alone unless a two-thread run says otherwise (session
 /// 11): a version that tried once before setting up the spin, shared as
@@ -109,8 +110,10 @@ pub(crate) fn poll_before_waiting<T>(
             Err(TryPopError::Empty) => spin.snooze(),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            // Out of time before joining the line: nothing to cancel.
-            return Some(Err(PopTimeoutError::Timeout));
+            // Out of time before joining the line: one last look (a value
+            // may have come during the snooze, before the deadline), then
+            // give up with nothing linked, so nothing to cancel.
+            return Some(try_pop().map_err(TryPopError::into_timeout));
         }
     }
     None

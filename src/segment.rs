@@ -36,7 +36,7 @@
 //! |----------|----------------|------------------------------------------------------|----------|
 //! | `EMPTY`  | uninitialised  | its producer, after writing the value (CAS, `Release`) | `READY`  |
 //! | `EMPTY`  | uninitialised  | its consumer, tired of waiting; or its producer whose claim came after the seal (CAS) | `BROKEN` |
-//! | `READY`  | initialised    | nobody while shared (see below)                       | terminal |
+//! | `READY`  | initialised (moved out once the index is below `deq`) | nobody while shared (see below) | terminal |
 //! | `BROKEN` | uninitialised  | nobody; the producer (if any) keeps its value         | terminal |
 //! | `TAKEN`  | moved out      | only with `&mut` (an unpublished cell 0, `Drop`)      | terminal |
 //!
@@ -46,7 +46,8 @@
 //! cell). So `Drop` and `reset`, which run with `&mut`, treat only the
 //! `READY` cells at or above `deq` as holding a value. Not storing `TAKEN`
 //! spares the consumer a write to the line that producers write next (the
-//! states share the `enq` block): one cache-line transfer less per value.
+//! states share the `enq` block): fanout-1x8 and the pool row ~5 % faster
+//! in alternating runs (session 11).
 //!
 //! The only race on a cell is `EMPTY -> READY` against `EMPTY -> BROKEN`,
 //! and exactly one CAS wins: a value is either delivered to the cell's one
@@ -348,14 +349,21 @@ impl<T> Segment<T> {
     /// How many values are stored and not yet claimed by a consumer (a
     /// snapshot).
     pub(crate) fn ready_values(&self) -> usize {
-        // Acquire on the states pairs with the producers' Release CAS to
-        // READY, as in `take_claimed`; the count reads no value, so this only
-        // keeps the snapshot no older than the claims it saw.
-        let deq = self.deq.load(Ordering::Acquire);
+        // A taken cell stays READY (module docs), so the cells are scanned
+        // first and `deq` is loaded again after the scan: a cell counted was
+        // READY before that load and not claimed at it, so it held a value
+        // at that instant (with `deq` loaded before the scan, cells taken
+        // meanwhile would count). Acquire on the states pairs with the
+        // producers' Release CAS to READY, as in `take_claimed`, and keeps
+        // the second `deq` load after the scan.
+        let first = self.deq.load(Ordering::Acquire);
         let claimed = (self.back.enq.load(Ordering::Acquire) & !SEALED).min(self.back.values.len());
-        (deq..claimed)
-            .filter(|&i| self.back.states[i].load(Ordering::Acquire) == READY)
-            .count()
+        let mut ready = [false; MAX_CELLS];
+        for (i, ready) in ready.iter_mut().enumerate().take(claimed).skip(first) {
+            *ready = self.back.states[i].load(Ordering::Acquire) == READY;
+        }
+        let deq = self.deq.load(Ordering::Acquire);
+        ready.iter().take(claimed).skip(deq).filter(|&&r| r).count()
     }
 
     /// Moves the value out of cell 0 of a segment that was never published
@@ -422,6 +430,19 @@ mod tests {
             assert_eq!(take(&segment), Some(i));
         }
         assert!(matches!(segment.try_take(), Take::Exhausted));
+    }
+
+    // Taken cells stay READY below `deq` (module docs) and do not count.
+    #[test]
+    fn ready_values_skips_taken_cells() {
+        let segment = Segment::with_first(0);
+        for i in 1..5 {
+            assert!(segment.try_push(i).is_ok());
+        }
+        assert_eq!(segment.ready_values(), 5);
+        assert_eq!(take(&segment), Some(0));
+        assert_eq!(take(&segment), Some(1));
+        assert_eq!(segment.ready_values(), 3);
     }
 
     // An open segment with nothing stored is empty, not exhausted; sealed, it

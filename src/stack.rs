@@ -774,12 +774,13 @@ impl<T> DualStack<T> {
     /// large to represent as an [`Instant`] waits for ever. A consumer whose
     /// timeout races a push that already handed it a value returns the value.
     /// A timeout that runs out while the consumer still polls (before it
-    /// would join the line, a few µs) ends there, leaving nothing behind.
+    /// would join the line: a few µs, or a few yields on one CPU) ends
+    /// there, after one last look, leaving nothing behind.
     ///
     /// # Errors
     ///
-    /// [`PopTimeoutError::Timeout`] if no value came in time (the reservation
-    /// is cancelled and removed), [`PopTimeoutError::Closed`] if the stack is
+    /// [`PopTimeoutError::Timeout`] if no value came in time (a reservation,
+    /// if one was linked, is cancelled and removed), [`PopTimeoutError::Closed`] if the stack is
     /// closed and empty.
     ///
     /// A wait whose deadline passes while `close` runs may report either:

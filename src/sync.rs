@@ -113,6 +113,52 @@ mod imp {
         }
     }
 
+    /// The three spin phases (see [`Spin`]).
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Shape {
+        /// [`Spin::new`].
+        Poll,
+        /// [`Spin::long`].
+        Long,
+        /// [`Spin::long_fine`].
+        LongFine,
+    }
+
+    /// Whether this process can run on more than one CPU, so that a thread
+    /// spinning on a word can see another thread write it meanwhile. On
+    /// one CPU (a one-CPU machine, affinity mask or cgroup quota) a spin
+    /// only delays the thread it waits for, so the spin phases cut their
+    /// `PAUSE`s to a few (7 or 8, ~0.2 µs) and go on to the yields, which
+    /// hand the CPU over. Asked once per process, of
+    /// `available_parallelism`; if it cannot tell, several (the old
+    /// behaviour). kanal's spins make the same check.
+    ///
+    /// The answer can be wrong, hence a few `PAUSE`s rather than none: on
+    /// Linux `available_parallelism` reads the affinity mask of the thread
+    /// that asks first, so a program that pins each thread to its own core
+    /// gets "one" although its threads run in parallel (its waiters then
+    /// look after every `PAUSE` for ~0.2 µs, then after every yield, ~0.4
+    /// µs); and a fractional quota (1.5 CPUs) rounds down to one.
+    ///
+    /// Measured with `taskset -c 0` (session 11, `race`): see
+    /// `docs/scaling.md`, "One CPU".
+    pub(super) fn several_cpus() -> bool {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        const UNKNOWN: u8 = 0;
+        const ONE: u8 = 1;
+        const SEVERAL: u8 = 2;
+        // Relaxed: a cached answer, the same whoever computes it.
+        static CPUS: AtomicU8 = AtomicU8::new(UNKNOWN);
+        match CPUS.load(Ordering::Relaxed) {
+            UNKNOWN => {
+                let several = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
+                CPUS.store(if several { SEVERAL } else { ONE }, Ordering::Relaxed);
+                several
+            }
+            cpus => cpus == SEVERAL,
+        }
+    }
+
     /// A spin phase before parking: 127 `PAUSE`s, then `yield_now`s: 4
     /// for a [`Spin::new`] (a consumer polling before it joins the line, a
     /// consumer waiting for a producer's write), 64 for a [`Spin::long`] or
@@ -153,46 +199,7 @@ mod imp {
     /// noisy phase; the stack's was not slower). kanal, for comparison,
     /// yields up to 256 times.
     ///
-    /// On one CPU every phase is its yields alone ([`several_cpus`]).
-    /// The three spin phases (see [`Spin`]).
-    #[derive(Clone, Copy, Debug)]
-    pub(super) enum Shape {
-        /// [`Spin::new`].
-        Poll,
-        /// [`Spin::long`].
-        Long,
-        /// [`Spin::long_fine`].
-        LongFine,
-    }
-
-    /// Whether this process can run on more than one CPU, so that a thread
-    /// spinning on a word can see another thread write it meanwhile. On
-    /// one CPU (a one-CPU affinity mask, cgroup quota or machine) a spin
-    /// only delays the thread it waits for, so the spin phases skip their
-    /// `PAUSE`s and start with the yields, which hand the CPU over. Asked
-    /// once per process (`available_parallelism`, which on Linux reads the
-    /// affinity mask and the cgroup quota); if it cannot tell, it assumes
-    /// several, the old behaviour. kanal's spins make the same check.
-    ///
-    /// Measured with `taskset -c 0` (session 11, `race`): see
-    /// `docs/scaling.md`, "One CPU".
-    pub(super) fn several_cpus() -> bool {
-        use std::sync::atomic::{AtomicU8, Ordering};
-        const UNKNOWN: u8 = 0;
-        const ONE: u8 = 1;
-        const SEVERAL: u8 = 2;
-        // Relaxed: a cached answer, the same whoever computes it.
-        static CPUS: AtomicU8 = AtomicU8::new(UNKNOWN);
-        match CPUS.load(Ordering::Relaxed) {
-            UNKNOWN => {
-                let several = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
-                CPUS.store(if several { SEVERAL } else { ONE }, Ordering::Relaxed);
-                several
-            }
-            cpus => cpus == SEVERAL,
-        }
-    }
-
+    /// On one CPU the `PAUSE`s are cut to a few ([`several_cpus`]).
     #[derive(Debug)]
     pub(crate) struct Spin {
         step: std::cell::Cell<u32>,
@@ -222,17 +229,19 @@ mod imp {
             Self::shaped(Shape::LongFine, several_cpus())
         }
 
-        /// A phase of `shape`, without its `PAUSE`s unless `pause` (see
-        /// [`several_cpus`]).
+        /// A phase of `shape`; with a few `PAUSE`s only, unless `pause`
+        /// (see [`several_cpus`]).
         pub(super) fn shaped(shape: Shape, pause: bool) -> Self {
-            let (pause_steps, max_pauses, yields) = match shape {
-                Shape::Poll => (Self::PAUSE_STEPS, u32::MAX, 4),
-                Shape::Long => (Self::PAUSE_STEPS, u32::MAX, 64),
-                Shape::LongFine => ((1 << Self::PAUSE_STEPS) - 1, 1, 64),
+            // (steps of `PAUSE`s, the steps on one CPU: 1 + 2 + 4 or 8
+            // single `PAUSE`s, `PAUSE`s per step at most, yields).
+            let (pause_steps, one_cpu_steps, max_pauses, yields) = match shape {
+                Shape::Poll => (Self::PAUSE_STEPS, 3, u32::MAX, 4),
+                Shape::Long => (Self::PAUSE_STEPS, 3, u32::MAX, 64),
+                Shape::LongFine => ((1 << Self::PAUSE_STEPS) - 1, 8, 1, 64),
             };
             Spin {
                 step: std::cell::Cell::new(0),
-                pause_steps: if pause { pause_steps } else { 0 },
+                pause_steps: if pause { pause_steps } else { one_cpu_steps },
                 max_pauses,
                 yields,
             }
@@ -423,29 +432,44 @@ mod tests {
         assert!(spin.is_completed(), "a completed phase stays completed");
     }
 
-    // On one CPU the phases are their yields alone, each a checkpoint.
+    // On one CPU the phases keep a few `PAUSE`s (1 + 2 + 4, or 8 single
+    // ones, each a checkpoint), then the same yields.
     #[test]
-    fn on_one_cpu_spin_phases_only_yield() {
-        for (shape, yields) in [(Shape::Poll, 4), (Shape::Long, 64), (Shape::LongFine, 64)] {
+    fn on_one_cpu_spin_phases_pause_briefly_then_yield() {
+        for (shape, steps, pauses_in_all, most, yields) in [
+            (Shape::Poll, 3, 7, 4, 4),
+            (Shape::Long, 3, 7, 4, 64),
+            (Shape::LongFine, 8, 8, 1, 64),
+        ] {
             let spin = Spin::shaped(shape, false);
-            assert_eq!(pauses(&spin), (0, 0), "{shape:?}");
-            assert_eq!(length(&spin), yields, "{shape:?}");
-            assert_eq!(
-                checkpoints(&Spin::shaped(shape, false)),
-                yields,
-                "{shape:?}"
-            );
+            assert_eq!(pauses(&spin), (pauses_in_all, most), "{shape:?}");
+            assert_eq!(length(&spin), (steps + yields) as usize, "{shape:?}");
+            let spin = Spin::shaped(shape, false);
+            assert_eq!(checkpoints(&spin), (steps + yields) as usize, "{shape:?}");
         }
     }
 
-    // The public constructors follow what the process may run on.
+    // The public constructors are the three shapes, with or without the
+    // full `PAUSE` phase as the process's CPUs say.
     #[test]
     fn spin_phases_follow_the_cpus_available() {
         let several = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
         assert_eq!(several_cpus(), several);
-        let expected = if several { 127 } else { 0 };
-        assert_eq!(pauses(&Spin::new()).0, expected);
-        assert_eq!(pauses(&Spin::long()).0, expected);
-        assert_eq!(pauses(&Spin::long_fine()).0, expected);
+        let shape = |spin: Spin| {
+            let pauses = pauses(&spin);
+            (pauses, spin.pause_steps, checkpoints(&spin))
+        };
+        assert_eq!(
+            shape(Spin::new()),
+            shape(Spin::shaped(Shape::Poll, several))
+        );
+        assert_eq!(
+            shape(Spin::long()),
+            shape(Spin::shaped(Shape::Long, several))
+        );
+        assert_eq!(
+            shape(Spin::long_fine()),
+            shape(Spin::shaped(Shape::LongFine, several))
+        );
     }
 }

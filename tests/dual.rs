@@ -1168,8 +1168,10 @@ fn timeouts_over_permanent_waiter<F: Flavour>() {
             .map(|_| {
                 s.spawn(|| {
                     for _ in 0..WAITS / 4 {
+                        // `reserve` links at once: a 1 µs `pop_timeout`
+                        // would give up while still polling, unlinked.
                         assert_eq!(
-                            q.pop_timeout(Duration::from_micros(1)),
+                            q.reserve().wait_timeout(Duration::from_micros(1)),
                             Err(PopTimeoutError::Timeout)
                         );
                     }

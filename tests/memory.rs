@@ -163,10 +163,12 @@ const MAX_OVER_BASELINE: usize = 256 * 1024;
 const MAX_GROWTH: usize = 192 * 1024;
 
 /// Picks the timeout to use for a wait behind another waiter: the cheapest
-/// of a few candidates that still links a reservation (allocates a node) on
-/// nearly every call. Too short and the deadline passes before the pop links
-/// anything (`pop_timeout(1ns)` is a plain `try_pop` in practice); longer and
-/// each wait parks, which costs the timer slack (~50-100 us) per wait.
+/// of a few candidates that still links a reservation or an offer
+/// (allocates a node) on nearly every call. Too short and the deadline
+/// passes before the operation links anything (`transfer_timeout(1ns)` is a
+/// plain `try_transfer` in practice; `Op::Pop` reserves at once, so any
+/// candidate links); longer and each wait parks, which costs the timer
+/// slack (~50-100 us) per wait.
 fn calibrate(q: &impl Dual<u64>, op: Op) -> Duration {
     const CALLS: usize = 2_000;
     let mut best: Option<(Duration, Duration)> = None;
@@ -368,8 +370,10 @@ fn dropped_with_cancelled_reservations<F: Flavour>(name: &str) {
             thread::yield_now();
         }
         for _ in 0..5 {
+            // `reserve` links at once (a `pop_timeout` this short would
+            // give up while still polling, with nothing linked).
             assert_eq!(
-                q.pop_timeout(Duration::from_micros(1)),
+                q.reserve().wait_timeout(Duration::from_micros(1)),
                 Err(PopTimeoutError::Timeout)
             );
         }
@@ -511,8 +515,12 @@ fn flat_memory_after_a_million_timed_out_waits() {
 fn short_pop_timeouts_link_nothing<F: Flavour>(name: &str) {
     const CALLS: usize = 10_000;
     let q = F::new();
-    // Warm-up: the epoch's thread-locals.
-    assert_eq!(q.pop_timeout(Duration::ZERO), Err(PopTimeoutError::Timeout));
+    // Warm-up: the epoch's thread-locals, and `Spin`'s one-time look at
+    // the CPUs available (which may allocate) on the same path as below.
+    assert_eq!(
+        q.pop_timeout(Duration::from_nanos(50)),
+        Err(PopTimeoutError::Timeout)
+    );
     let before = allocs();
     for _ in 0..CALLS {
         assert_eq!(
