@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{
-    async_contenders, async_rendezvous_contenders, async_workloads, contenders, one_thread_runners,
+    async_contenders, async_rendezvous_contenders, async_workloads, contenders,
     rendezvous_contenders, rendezvous_workloads, spin_floor, threads_from_env, workloads,
     Contender, Workload, OURS,
 };
@@ -325,7 +325,7 @@ fn main() {
         );
         println!("push and per pop, what an operation costs in instructions alone; the floor under each row.");
         println!();
-        print_table(&contenders, &one_thread_rows(rounds, scale));
+        print_table(&contenders, &one_thread_rows(&contenders, rounds, scale));
     }
 
     table(
@@ -440,18 +440,22 @@ fn measure(
 
 /// The one-thread rows: ns per push and per pop of every contender, the
 /// median of `rounds` (each `5_000_000 * scale` values).
-fn one_thread_rows(rounds: usize, scale: f64) -> Vec<(String, Vec<Option<f64>>)> {
+fn one_thread_rows(
+    contenders: &[Contender],
+    rounds: usize,
+    scale: f64,
+) -> Vec<(String, Vec<Option<f64>>)> {
     const BATCH: u64 = 1000;
     let batches = ((5_000_000.0 * scale / BATCH as f64).round() as u64).max(1);
-    let runners = one_thread_runners();
     let (mut pushes, mut pops) = (
-        vec![Vec::new(); runners.len()],
-        vec![Vec::new(); runners.len()],
+        vec![Vec::new(); contenders.len()],
+        vec![Vec::new(); contenders.len()],
     );
     for _ in 0..rounds {
-        for (c, run) in runners.iter().enumerate() {
-            let (pushing, popping) =
-                watched(format!("one thread, contender {c}"), || run(BATCH, batches));
+        for (c, contender) in contenders.iter().enumerate() {
+            let (pushing, popping) = watched(format!("one thread on {}", contender.name), || {
+                (contender.one_thread)(BATCH, batches)
+            });
             let per_op = |d: Duration| d.as_nanos() as f64 / (BATCH * batches) as f64;
             pushes[c].push(per_op(pushing));
             pops[c].push(per_op(popping));

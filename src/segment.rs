@@ -182,12 +182,9 @@ impl<T> Segment<T> {
         // Relaxed stores: `&mut self`. Whoever uses the segment next gets it
         // through the spares' Release/Acquire pair, then publishes it with
         // the queue's Release CAS on `next`.
-        // A cell below `deq` was taken or broken (module docs).
-        debug_assert!(
-            self.back.states[..self.back.values.len()]
-                .iter()
-                .skip(self.deq.load(Ordering::Relaxed))
-                .all(|state| state.load(Ordering::Relaxed) != READY),
+        debug_assert_eq!(
+            self.stored_cells().count(),
+            0,
             "a value left in a retired segment"
         );
         for state in self.back.states.iter() {
@@ -383,18 +380,26 @@ impl<T> Drop for Segment<T> {
         // `Vec` first, so that a panicking `drop` of one still drops the
         // others, as a `Vec`'s does.
         let mut left = Vec::new();
-        // Relaxed: `&mut self`; every earlier access happens-before it.
-        let deq = self.deq.load(Ordering::Relaxed);
-        let cells = self.back.states.iter().zip(self.back.values.iter());
-        for (state, value) in cells.skip(deq) {
-            if state.load(Ordering::Relaxed) == READY {
-                state.store(TAKEN, Ordering::Relaxed);
-                // SAFETY: `&mut self`; READY at or above `deq`: initialised
-                // and never claimed by a consumer, so never moved out.
-                left.push(value.with(|p| unsafe { ptr::read(p).assume_init() }));
-            }
+        for index in self.stored_cells() {
+            self.back.states[index].store(TAKEN, Ordering::Relaxed);
+            // SAFETY: `&mut self`; READY at or above `deq`: initialised and
+            // never claimed by a consumer, so never moved out.
+            left.push(self.back.values[index].with(|p| unsafe { ptr::read(p).assume_init() }));
         }
         drop(left);
+    }
+}
+
+impl<T> Segment<T> {
+    /// The cells that hold a value, for callers with `&mut` (no operation
+    /// in progress: `reset`, `Drop`): `READY` and at or above `deq` (a cell
+    /// below it was taken or broken; module docs).
+    fn stored_cells(&self) -> impl Iterator<Item = usize> + '_ {
+        // Relaxed: every access of the operations that ended happens-before
+        // the caller's `&mut` (the epoch's or the owner's synchronization).
+        let deq = self.deq.load(Ordering::Relaxed);
+        let states = &self.back.states[..self.back.values.len()];
+        (deq..states.len()).filter(move |&i| states[i].load(Ordering::Relaxed) == READY)
     }
 }
 

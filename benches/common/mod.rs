@@ -518,6 +518,8 @@ pub struct Contender {
     pub run: Runner,
     /// The mem workload: see [`mem`].
     pub mem: fn(u64, fn() -> i64) -> i64,
+    /// The one-thread rows: see [`one_thread`].
+    pub one_thread: OneThread,
 }
 
 fn contender<Q: Queue>() -> Contender {
@@ -526,6 +528,7 @@ fn contender<Q: Queue>() -> Contender {
         supports: |w| w.supports::<Q>(),
         run: |w, ops| w.run::<Q>(ops),
         mem: mem::<Q>,
+        one_thread: one_thread::<Q>,
     }
 }
 
@@ -608,19 +611,6 @@ pub fn one_thread<Q: Queue>(batch: u64, batches: u64) -> (Duration, Duration) {
 /// pushing and popping.
 pub type OneThread = fn(u64, u64) -> (Duration, Duration);
 
-/// [`one_thread`] for each of [`contenders`], in the same order.
-pub fn one_thread_runners() -> Vec<OneThread> {
-    vec![
-        one_thread::<Dual>,
-        one_thread::<DualStackQ>,
-        one_thread::<Crossbeam>,
-        one_thread::<Flume>,
-        one_thread::<Kanal>,
-        one_thread::<StdMpsc>,
-        one_thread::<MutexCondvar>,
-    ]
-}
-
 /// The pingpong floor ([`SpinFloor`]) as a contender that runs only the
 /// pingpong. Not a peer: callers keep it out of the "best peer" ratios.
 pub fn spin_floor() -> Contender {
@@ -629,6 +619,7 @@ pub fn spin_floor() -> Contender {
         supports: |w| *w == Workload::PingPong,
         run: |w, ops| w.run::<SpinFloor>(ops),
         mem: |_, _| unreachable!("spin-floor holds one value: no mem row"),
+        one_thread: |_, _| unreachable!("spin-floor holds one value: no one-thread row"),
     }
 }
 
@@ -985,6 +976,7 @@ fn rendezvous_contender<Q: Queue>() -> Contender {
         supports: |w| w.supports::<Q>(),
         run: |w, ops| rendezvous_run::<Q>(w, ops),
         mem: |_, _| unreachable!("a rendezvous stores nothing: no mem row"),
+        one_thread: |_, _| unreachable!("a rendezvous stores nothing: no one-thread row"),
     }
 }
 
